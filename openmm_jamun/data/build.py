@@ -1,0 +1,106 @@
+"""Peptides from a one-letter sequence: PeptideBuilder geometry, OpenMM hydrogens, amber14 minimisation.
+
+Capped peptides (ACE-...-NME, the default) are built as Gly-...-Gly and the
+two glycines cut down to the cap atoms (ACE: CA→CH3, C, O; NME: N, CA→C);
+OpenMM's PDB name table renames them. Uncapped peptides are zwitterions at
+pH 7 (terminal OXT added).
+"""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import openmm
+from openmm import app, unit
+
+ONE_TO_THREE = {
+    "A": "ALA", "R": "ARG", "N": "ASN", "D": "ASP", "C": "CYS", "Q": "GLN", "E": "GLU", "G": "GLY",
+    "H": "HIS", "I": "ILE", "L": "LEU", "K": "LYS", "M": "MET", "F": "PHE", "P": "PRO", "S": "SER",
+    "T": "THR", "W": "TRP", "Y": "TYR", "V": "VAL",
+}
+MAX_LENGTH = 10
+
+#: The force field of the reference MD and of the minimisation here.
+FORCE_FIELD_FILES = ("amber14-all.xml", "implicit/gbn2.xml")
+
+
+def check_sequence(sequence: str) -> str:
+    """Upper-case ``sequence`` and check it: 1-10 standard one-letter residues."""
+    if not isinstance(sequence, str):
+        raise TypeError(f"sequence must be a string of one-letter codes; got {type(sequence).__name__}")
+    seq = sequence.strip().upper()
+    unknown = sorted({letter for letter in seq if letter not in ONE_TO_THREE})
+    if unknown:
+        raise ValueError(
+            f"unknown residue letter(s) {', '.join(map(repr, unknown))} in {sequence!r}: "
+            f"use the 20 standard one-letter codes {''.join(sorted(ONE_TO_THREE))}"
+        )
+    if not 1 <= len(seq) <= MAX_LENGTH:
+        raise ValueError(f"sequence length must be 1-{MAX_LENGTH}; got {len(seq)} ({sequence!r})")
+    return seq
+
+
+def peptide_name(sequence: str, caps: bool = True) -> str:
+    """Directory-friendly name: 'ACE-AD-NME' style is long, so capped 'AD' stays 'AD', uncapped 'uAD'."""
+    seq = check_sequence(sequence)
+    return seq if caps else f"u{seq}"
+
+
+def forcefield() -> app.ForceField:
+    return app.ForceField(*FORCE_FIELD_FILES)
+
+
+def _heavy_atom_pdb(sequence: str, caps: bool) -> str:
+    from Bio.PDB import PDBIO
+    import PeptideBuilder
+    from PeptideBuilder import Geometry
+
+    letters = ("G" + sequence + "G") if caps else sequence
+    geos = [Geometry.geometry(letter) for letter in letters]
+    for geo in geos:  # a relaxed, non-clashing start: polyproline-II-like backbone
+        geo.phi, geo.psi_im1 = -75.0, 145.0
+    structure = PeptideBuilder.make_structure_from_geos(geos)
+    chain = structure[0]["A"]
+    residues = list(chain)
+    if caps:
+        first, last = residues[0], residues[-1]
+        for name in [atom.get_id() for atom in first if atom.get_id() not in ("CA", "C", "O")]:
+            first.detach_child(name)
+        first.resname = "ACE"
+        for name in [atom.get_id() for atom in last if atom.get_id() not in ("N", "CA")]:
+            last.detach_child(name)
+        last.resname = "NME"
+    else:
+        PeptideBuilder.add_terminal_OXT(structure)
+    out = io.StringIO()
+    writer = PDBIO()
+    writer.set_structure(structure)
+    writer.save(out)
+    return out.getvalue()
+
+
+def build_peptide(sequence: str, caps: bool = True, minimize: bool = True, ph: float = 7.0):
+    """Build a peptide: returns (openmm Topology, positions Quantity in nm), hydrogens included.
+
+    ``build_peptide("AD")`` gives ACE-ALA-ASP-NME, minimised with amber14 + GBn2.
+    """
+    seq = check_sequence(sequence)
+    pdb = app.PDBFile(io.StringIO(_heavy_atom_pdb(seq, caps)))
+    ff = forcefield()
+    modeller = app.Modeller(pdb.topology, pdb.positions)
+    modeller.addHydrogens(ff, pH=ph)
+    positions = modeller.getPositions()
+    if minimize:
+        system = ff.createSystem(modeller.topology, nonbondedMethod=app.NoCutoff, constraints=app.HBonds)
+        context = openmm.Context(system, openmm.VerletIntegrator(0.001), openmm.Platform.getPlatformByName("Reference"))
+        context.setPositions(positions)
+        openmm.LocalEnergyMinimizer.minimize(context, 1.0, 2000)
+        positions = context.getState(getPositions=True).getPositions(asNumpy=True)
+    positions = np.asarray(unit.Quantity(positions).value_in_unit(unit.nanometer)) * unit.nanometer
+    return modeller.topology, positions
+
+
+def write_pdb(path, topology, positions) -> None:
+    with open(path, "w") as handle:
+        app.PDBFile.writeFile(topology, positions, handle, keepIds=True)

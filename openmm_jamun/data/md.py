@@ -1,0 +1,173 @@
+"""Reference MD with OpenMM: amber14 (ff14SB) + GBn2 implicit solvent at 300 K.
+
+No cutoff, LangevinMiddleIntegrator 2 fs with friction 1/ps, HBond
+constraints, 100 ps of equilibration, then one frame per ps to an XTC file
+(all atoms; the topology is ``topology.pdb`` beside it). A checkpoint written
+with every chunk of frames makes runs resumable; ``md.json`` records the
+settings, the seed, the length and the wall time.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+
+import openmm
+from openmm import app, unit
+
+from .build import FORCE_FIELD_FILES, build_peptide, forcefield, peptide_name, write_pdb
+
+TOPOLOGY_FILE = "topology.pdb"
+TRAJECTORY_FILE = "traj.xtc"
+CHECKPOINT_FILE = "md.chk"
+SIDECAR_FILE = "md.json"
+
+
+def _platform(name: str | None, threads: int | None):
+    platform = openmm.Platform.getPlatformByName(name or "CPU")
+    properties = {}
+    if platform.getName() == "CPU" and threads:
+        properties["Threads"] = str(int(threads))
+    return platform, properties
+
+
+def _truncate_xtc(path: str, topology_path: str, frames: int) -> None:
+    """Cut an XTC back to its first ``frames`` frames (frames written after the last checkpoint)."""
+    import mdtraj
+
+    traj = mdtraj.load(path, top=topology_path)
+    if traj.n_frames > frames:
+        tmp = path + ".tmp.xtc"
+        traj[:frames].save_xtc(tmp)
+        os.replace(tmp, path)
+
+
+def run_md(structure: str, out_dir: str, ns: float = 10.0, *, caps: bool = True, seed: int = 0,
+           temperature=300 * unit.kelvin, timestep=2 * unit.femtosecond, friction=1 / unit.picosecond,
+           frame_interval=1 * unit.picosecond, equilibration=100 * unit.picosecond,
+           platform: str | None = None, threads: int | None = None, progress: bool = True,
+           chunk_frames: int = 100) -> dict:
+    """Run (or resume) reference MD of a peptide sequence or PDB file into ``out_dir``.
+
+    Returns the sidecar record (also written to ``out_dir/md.json``).
+    """
+    from tqdm import tqdm
+
+    if ns <= 0:
+        raise ValueError(f"ns must be positive; got {ns}")
+    os.makedirs(out_dir, exist_ok=True)
+    top_path = os.path.join(out_dir, TOPOLOGY_FILE)
+    xtc_path = os.path.join(out_dir, TRAJECTORY_FILE)
+    chk_path = os.path.join(out_dir, CHECKPOINT_FILE)
+    json_path = os.path.join(out_dir, SIDECAR_FILE)
+
+    resuming = os.path.isfile(chk_path) and os.path.isfile(top_path)
+    if resuming:
+        pdb = app.PDBFile(top_path)
+        topology, positions = pdb.topology, pdb.positions
+        record = json.load(open(json_path)) if os.path.isfile(json_path) else {}
+        seed = record.get("seed", seed)
+    else:
+        if os.path.isfile(structure):
+            pdb = app.PDBFile(structure)
+            modeller = app.Modeller(pdb.topology, pdb.positions)
+            modeller.addHydrogens(forcefield())
+            topology, positions = modeller.topology, modeller.positions
+            name = os.path.splitext(os.path.basename(structure))[0]
+        else:
+            topology, positions = build_peptide(structure, caps=caps)
+            name = peptide_name(structure, caps)
+        record = {"name": name, "source": structure, "caps": caps, "wall_time_s": 0.0}
+
+    steps_per_frame = int(round(frame_interval.value_in_unit(unit.femtosecond) / timestep.value_in_unit(unit.femtosecond)))
+    equil_steps = int(round(equilibration / timestep))
+    total_frames = int(round(ns * 1000 / frame_interval.value_in_unit(unit.picosecond)))
+
+    system = forcefield().createSystem(topology, nonbondedMethod=app.NoCutoff, constraints=app.HBonds)
+    integrator = openmm.LangevinMiddleIntegrator(temperature, friction, timestep)
+    integrator.setRandomNumberSeed(int(seed) + 1)  # 0 would mean "pick one"
+    plat, props = _platform(platform, threads)
+    simulation = app.Simulation(topology, system, integrator, plat, props)
+
+    start = time.time()
+    if resuming:
+        simulation.loadCheckpoint(chk_path)
+        done_frames = max(0, (simulation.currentStep - equil_steps) // steps_per_frame)
+        if os.path.isfile(xtc_path):
+            _truncate_xtc(xtc_path, top_path, done_frames)
+    else:
+        simulation.context.setPositions(positions)
+        simulation.minimizeEnergy()
+        simulation.context.setVelocitiesToTemperature(temperature, int(seed) + 1)
+        simulation.step(equil_steps)
+        state = simulation.context.getState(getPositions=True)
+        write_pdb(top_path, topology, state.getPositions())
+        done_frames = 0
+        if os.path.exists(xtc_path):
+            os.remove(xtc_path)
+
+    append = os.path.isfile(xtc_path)
+    simulation.reporters.append(app.XTCReporter(xtc_path, steps_per_frame, append=append))
+    record.update({
+        "force_field": list(FORCE_FIELD_FILES),
+        "solvent": "implicit GBn2",
+        "temperature_K": temperature.value_in_unit(unit.kelvin),
+        "timestep_fs": timestep.value_in_unit(unit.femtosecond),
+        "friction_per_ps": friction.value_in_unit(unit.picosecond**-1),
+        "constraints": "HBonds",
+        "nonbonded": "NoCutoff",
+        "equilibration_ps": equilibration.value_in_unit(unit.picosecond),
+        "frame_interval_ps": frame_interval.value_in_unit(unit.picosecond),
+        "seed": int(seed),
+        "platform": plat.getName(),
+        "threads": threads,
+        "topology": TOPOLOGY_FILE,
+        "trajectory": TRAJECTORY_FILE,
+    })
+    wall_before = record.get("wall_time_s", 0.0)
+    bar = tqdm(total=total_frames, initial=min(done_frames, total_frames), unit="ps", disable=not progress,
+               desc=f"MD {record.get('name', '')}")
+    try:
+        while done_frames < total_frames:
+            frames = min(chunk_frames, total_frames - done_frames)
+            simulation.step(frames * steps_per_frame)
+            done_frames += frames
+            simulation.saveCheckpoint(chk_path)
+            elapsed = wall_before + time.time() - start
+            record.update({
+                "frames": done_frames,
+                "length_ns": done_frames * frame_interval.value_in_unit(unit.picosecond) / 1000,
+                "wall_time_s": round(elapsed, 1),
+                "ns_per_day": round(done_frames * frame_interval.value_in_unit(unit.picosecond) / 1000
+                                    / max(elapsed, 1e-9) * 86400, 1),
+            })
+            with open(json_path + ".tmp", "w") as handle:
+                json.dump(record, handle, indent=2)
+            os.replace(json_path + ".tmp", json_path)
+            bar.update(frames)
+    finally:
+        bar.close()
+        for reporter in simulation.reporters:
+            if hasattr(reporter, "close"):
+                reporter.close()
+    return record
+
+
+def load_md_frames(md_dir: str, heavy_atoms_only: bool = True, stride: int = 1):
+    """The MD trajectory of ``md_dir`` as an mdtraj Trajectory (heavy atoms by default)."""
+    import mdtraj
+
+    traj = mdtraj.load(os.path.join(md_dir, TRAJECTORY_FILE), top=os.path.join(md_dir, TOPOLOGY_FILE),
+                       stride=stride)
+    if heavy_atoms_only:
+        traj = traj.atom_slice(traj.topology.select("not element H"))
+    return traj
+
+
+def md_frames_ns(md_dir: str) -> float:
+    with open(os.path.join(md_dir, SIDECAR_FILE)) as handle:
+        return float(json.load(handle).get("length_ns", 0.0))
+
+
+__all__ = ["run_md", "load_md_frames", "md_frames_ns"]

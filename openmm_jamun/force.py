@@ -1,0 +1,222 @@
+"""JamunForce: the learned score of the noised density as an OpenMM force.
+
+F(y) = kT · clip(s(y)),  s(y) = (x̂(y) − y) / σ²   (kJ/mol/nm)
+
+where x̂ is a TorchScript denoiser and clip limits each atom's score vector to
+a norm of at most ``score_clip`` (100 nm⁻¹ by default, as the published
+sampler does). The score needs one forward pass of the denoiser and no
+backward pass, so the module hands OpenMM forces directly.
+
+Energy: a learned score need not be the gradient of anything, so there is no
+potential energy to report. Both backends report a potential energy of
+exactly 0 kJ/mol; a StateDataReporter's "Potential Energy" column is 0 and
+its "Total Energy" is the walk's kinetic energy. Nothing in OpenMM depends on
+this energy when the integrator is :class:`JamunIntegrator`.
+
+Two backends compute the same module:
+
+* :class:`JamunForce` is an openmm-torch ``TorchForce`` (TorchScript runs
+  inside OpenMM's C++; runs on CUDA with the CUDA build of openmm-torch).
+* :class:`JamunPythonForce` is an ``openmm.PythonForce`` (OpenMM >= 8.5) that
+  calls the same TorchScript module from Python; it needs no openmm-torch.
+"""
+
+from __future__ import annotations
+
+import pickle
+from xml.etree import ElementTree
+from typing import Tuple
+
+import numpy as np
+import openmm
+import torch
+from openmm import unit
+
+from ._units import inverse_length_per_nm, kT_kj_per_mol, length_nm, temperature_kelvin
+from .model.contract import DenoiserInfo, load_denoiser, module_from_bytes, module_to_bytes
+
+try:  # openmm-torch is optional: the PythonForce backend does without it.
+    import openmmtorch as _openmmtorch
+except ImportError as _error:  # pragma: no cover - depends on the install
+    _openmmtorch = None
+    _OPENMMTORCH_ERROR = str(_error)
+
+#: Message of the error raised inside the force when positions are not finite.
+NONFINITE_POSITIONS = "JamunForce: positions are not finite (NaN or inf)"
+NONFINITE_OUTPUT = "JamunForce: the denoiser returned non-finite output"
+
+
+class ScoreForceModule(torch.nn.Module):
+    """TorchScript module mapping positions (nm) to (energy = 0, forces = kT·clip(s(y)))."""
+
+    def __init__(self, denoiser: torch.jit.ScriptModule, sigma: float, kT: float, score_clip: float):
+        super().__init__()
+        self.denoiser = denoiser
+        self.sigma = float(sigma)
+        self.kT = float(kT)
+        self.score_clip = float(score_clip)
+        self.inv_sigma2 = 1.0 / self.sigma**2
+        self.num_atoms = int(denoiser.num_atoms)
+
+    def forward(self, positions: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+        # Reference/CPU platforms pass float64 with requires_grad=True; the
+        # score needs no graph.
+        y = positions.detach().to(torch.float32)
+        if y.shape[0] != self.num_atoms:
+            raise RuntimeError(
+                "JamunForce: the System has " + str(y.shape[0]) + " particles but the denoiser is for "
+                + str(self.num_atoms) + " atoms"
+            )
+        if not bool(torch.isfinite(y).all()):
+            raise RuntimeError("JamunForce: positions are not finite (NaN or inf)")
+        xhat = self.denoiser(y)
+        if not bool(torch.isfinite(xhat).all()):
+            raise RuntimeError("JamunForce: the denoiser returned non-finite output")
+        score = (xhat - y) * self.inv_sigma2
+        if self.score_clip > 0.0:
+            norm = torch.linalg.vector_norm(score, dim=-1, keepdim=True)
+            score = score * torch.clamp(self.score_clip / norm, max=1.0)
+        forces = (self.kT * score).to(positions.dtype)
+        energy = torch.zeros((), dtype=positions.dtype, device=positions.device)
+        return energy, forces
+
+
+def build_score_module(denoiser, sigma=None, temperature=300 * unit.kelvin, score_clip=100 / unit.nanometer):
+    """Check a denoiser and wrap it: returns (scripted ScoreForceModule, DenoiserInfo, kT in kJ/mol)."""
+    module, info = load_denoiser(denoiser)
+    if sigma is not None:
+        sigma_nm = length_nm(sigma, "sigma")
+        if not np.isclose(sigma_nm, info.sigma, rtol=1e-6, atol=0.0):
+            raise ValueError(
+                f"sigma mismatch: the denoiser was trained at sigma = {info.sigma} nm, "
+                f"but sigma = {sigma_nm} nm was requested"
+            )
+    kT = kT_kj_per_mol(temperature_kelvin(temperature))
+    clip = inverse_length_per_nm(score_clip, "score_clip") if score_clip is not None else 0.0
+    if clip < 0:
+        raise ValueError(f"score_clip must be >= 0 (0 or None disables clipping); got {clip}")
+    scripted = torch.jit.script(ScoreForceModule(module, info.sigma, kT, clip))
+    return scripted, info, kT
+
+
+class _JamunForceMixin:
+    """What both backends tell about themselves."""
+
+    denoiser_info: DenoiserInfo
+    score_module: torch.jit.ScriptModule
+
+    @property
+    def sigma(self) -> unit.Quantity:
+        return self.denoiser_info.sigma * unit.nanometer
+
+    @property
+    def num_atoms(self) -> int:
+        return self.denoiser_info.num_atoms
+
+    @property
+    def denoiser(self) -> torch.jit.ScriptModule:
+        return self.score_module.denoiser
+
+
+if _openmmtorch is not None:
+
+    class JamunForce(_JamunForceMixin, _openmmtorch.TorchForce):
+        """The JAMUN score as an openmm-torch ``TorchForce`` (forces output, energy 0).
+
+        Parameters
+        ----------
+        denoiser : str, path or torch.jit.ScriptModule
+            A TorchScript denoiser meeting the contract of CONVENTIONS.md.
+        sigma : length, optional
+            Noise level; defaults to the denoiser's own ``sigma``. A different
+            value is an error (a denoiser only knows its own noise level).
+        temperature : temperature
+            Sets kT, the unit of the force (it cancels in the walk's statistics).
+        score_clip : inverse length or None
+            Per-atom cap on the norm of the score (nm⁻¹); None disables it.
+        """
+
+        def __init__(self, denoiser, sigma=None, temperature=300 * unit.kelvin, score_clip=100 / unit.nanometer):
+            score_module, info, kT = build_score_module(denoiser, sigma, temperature, score_clip)
+            super().__init__(score_module)
+            self.setOutputsForces(True)
+            self.setName("JamunForce")
+            self.score_module = score_module
+            self.denoiser_info = info
+            self.kT = kT * unit.kilojoule_per_mole
+
+else:  # pragma: no cover - depends on the install
+
+    class JamunForce:  # type: ignore[no-redef]
+        def __init__(self, *args, **kwargs):
+            raise ImportError(
+                "JamunForce needs openmm-torch (module 'openmmtorch'), which failed to import: "
+                f"{_OPENMMTORCH_ERROR}. Install openmm-jamun[cpu] (or [cuda]), or use JamunPythonForce."
+            )
+
+
+class ScoreComputation:
+    """The callable a PythonForce runs: positions → (0, forces). Picklable for XmlSerializer."""
+
+    def __init__(self, score_module: torch.jit.ScriptModule):
+        self.module = score_module
+
+    def __call__(self, state):
+        positions = state.getPositions(asNumpy=True).value_in_unit(unit.nanometer)
+        with torch.inference_mode():
+            _, forces = self.module(torch.from_numpy(np.ascontiguousarray(positions)))
+        return 0.0, forces.numpy()
+
+    def __getstate__(self):
+        return {"module": module_to_bytes(self.module)}
+
+    def __setstate__(self, state):
+        self.module = module_from_bytes(state["module"])
+
+
+class JamunPythonForce(_JamunForceMixin, openmm.PythonForce):
+    """The JAMUN score as an ``openmm.PythonForce``: same module, same arguments as :class:`JamunForce`."""
+
+    def __init__(self, denoiser, sigma=None, temperature=300 * unit.kelvin, score_clip=100 / unit.nanometer):
+        score_module, info, kT = build_score_module(denoiser, sigma, temperature, score_clip)
+        super().__init__(ScoreComputation(score_module))
+        self.setName("JamunPythonForce")
+        self.score_module = score_module
+        self.denoiser_info = info
+        self.kT = kT * unit.kilojoule_per_mole
+
+
+BACKENDS = ("torch", "python")
+
+
+def make_jamun_force(denoiser, backend: str = "python", **kwargs):
+    """Build the force with the named backend: "python" (PythonForce) or "torch" (TorchForce)."""
+    if backend == "torch":
+        return JamunForce(denoiser, **kwargs)
+    if backend == "python":
+        return JamunPythonForce(denoiser, **kwargs)
+    raise ValueError(f"unknown backend {backend!r}; choose one of {BACKENDS}")
+
+
+def find_score_module(system: openmm.System) -> torch.jit.ScriptModule | None:
+    """The ScoreForceModule of the (first) JAMUN force in ``system``, or None.
+
+    Works on Systems that went through XmlSerializer too: the module is read
+    back from the TorchForce or from the PythonForce's pickled computation.
+    """
+    for force in system.getForces():
+        if isinstance(force, openmm.PythonForce):
+            # The pickled computation is only reachable through the XML form
+            # (getPickledFunction returns an unwrapped vector<char>).
+            try:
+                root = ElementTree.fromstring(openmm.XmlSerializer.serialize(force))
+                computation = pickle.loads(bytes.fromhex(root.get("function", "")))
+            except Exception:
+                continue
+            if isinstance(computation, ScoreComputation):
+                return computation.module
+        elif _openmmtorch is not None and _openmmtorch.TorchForce.isinstance(force):
+            module = _openmmtorch.TorchForce.cast(force).getModule()
+            if hasattr(module, "denoiser") and hasattr(module, "inv_sigma2"):
+                return module
+    return None

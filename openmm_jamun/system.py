@@ -1,0 +1,198 @@
+"""The walk's System: particles of mass M·kT on the heavy atoms, no other forces."""
+
+from __future__ import annotations
+
+import os
+import warnings
+from dataclasses import dataclass
+
+import numpy as np
+import openmm
+from openmm import app, unit
+
+from ._units import kT_kj_per_mol, length_nm, temperature_kelvin
+from .model.contract import DenoiserInfo, load_denoiser
+
+
+@dataclass
+class NoisedSystem:
+    """Everything needed to start a walk.
+
+    ``positions`` is y⁽⁰⁾ = x⁽⁰⁾ + σε, ``velocities`` ~ N(0, kT/m), both for
+    every particle of ``system``; ``clean_positions`` is x⁽⁰⁾ for the same
+    particles; ``atom_indices`` maps the particles of one chain to atoms of the
+    input topology.
+    """
+
+    system: openmm.System
+    topology: app.Topology
+    positions: unit.Quantity
+    velocities: unit.Quantity
+    clean_positions: unit.Quantity
+    atom_indices: np.ndarray
+    num_chains: int
+    sigma: unit.Quantity
+    particle_mass: unit.Quantity
+
+
+def _read_structure(structure, positions):
+    if isinstance(structure, (str, os.PathLike)):
+        path = os.fspath(structure)
+        if not os.path.isfile(path):
+            raise FileNotFoundError(f"structure file not found: {path}")
+        reader = app.PDBxFile(path) if path.endswith((".cif", ".pdbx")) else app.PDBFile(path)
+        return reader.topology, reader.getPositions(asNumpy=True)
+    if isinstance(structure, (app.PDBFile, app.PDBxFile, app.Modeller)):
+        return structure.topology, structure.getPositions(asNumpy=True) if positions is None else positions
+    if isinstance(structure, app.Topology):
+        if positions is None:
+            raise ValueError("positions are required when a Topology is given")
+        return structure, positions
+    raise TypeError(f"structure must be a PDB/PDBx path, PDBFile, Modeller or Topology; got {type(structure).__name__}")
+
+
+def _positions_nm(positions, n_atoms: int) -> np.ndarray:
+    if unit.is_quantity(positions):
+        if not positions.unit.is_compatible(unit.nanometer):
+            raise TypeError(f"positions must be lengths; got unit {positions.unit}")
+        positions = positions.value_in_unit(unit.nanometer)
+    array = np.asarray(positions, dtype=np.float64)
+    if array.shape != (n_atoms, 3):
+        raise ValueError(f"positions must have shape ({n_atoms}, 3); got {array.shape}")
+    if not np.isfinite(array).all():
+        raise ValueError("positions contain NaN or inf")
+    return array
+
+
+def heavy_atom_indices(topology: app.Topology) -> np.ndarray:
+    """Indices of atoms that are not hydrogen (atoms without an element count as heavy)."""
+    return np.array(
+        [atom.index for atom in topology.atoms() if atom.element is None or atom.element.symbol not in ("H", "D")],
+        dtype=np.int64,
+    )
+
+
+def subset_topology(topology: app.Topology, indices, num_copies: int = 1) -> app.Topology:
+    """A Topology holding ``num_copies`` chains, each the atoms ``indices`` of ``topology`` with their bonds."""
+    indices = [int(i) for i in indices]
+    keep = set(indices)
+    atoms = list(topology.atoms())
+    new = app.Topology()
+    for copy in range(num_copies):
+        chain_id = chr(ord("A") + copy) if copy < 26 else str(copy)
+        mapping = {}
+        residues = {}
+        chain = new.addChain(chain_id)
+        for i in indices:
+            atom = atoms[i]
+            key = atom.residue.index
+            if key not in residues:
+                residues[key] = new.addResidue(atom.residue.name, chain, id=atom.residue.id)
+            mapping[i] = new.addAtom(atom.name, atom.element, residues[key])
+        for bond in topology.bonds():
+            a, b = bond[0].index, bond[1].index
+            if a in keep and b in keep:
+                new.addBond(mapping[a], mapping[b])
+    return new
+
+
+def create_noised_system(structure, positions=None, denoiser=None, *, sigma=None, temperature=300 * unit.kelvin,
+                         mass: float = 1.0, chains: int | None = None, heavy_atoms_only: bool = True,
+                         seed: int | None = None) -> NoisedSystem:
+    """Build the walk System and its starting point.
+
+    Parameters
+    ----------
+    structure : PDB/PDBx path, PDBFile, Modeller or Topology
+        The molecule; with a Topology, pass ``positions`` too.
+    denoiser : path or ScriptModule, optional
+        Gives σ and the atom count (and chain count) to check against.
+    sigma : length, optional
+        Needed when no denoiser is given; must match the denoiser otherwise.
+    temperature, mass :
+        Particle mass is M·kT (amu), JAMUN's M = ``mass``.
+    chains : int, optional
+        Independent copies of the molecule in one System. Defaults to the
+        denoiser's ``num_chains``.
+    heavy_atoms_only : bool
+        Drop hydrogens (with a warning saying how many), as JAMUN models do.
+    seed : int, optional
+        Seeds ε and the initial velocities.
+
+    The System has no forces: add a :class:`~openmm_jamun.force.JamunForce`.
+    """
+    topology, raw_positions = _read_structure(structure, positions)
+    x_all = _positions_nm(raw_positions, topology.getNumAtoms())
+
+    if heavy_atoms_only:
+        indices = heavy_atom_indices(topology)
+        dropped = topology.getNumAtoms() - len(indices)
+        if dropped:
+            warnings.warn(
+                f"dropping {dropped} hydrogen atom(s): the JAMUN walk runs on the {len(indices)} heavy atoms",
+                stacklevel=2,
+            )
+    else:
+        indices = np.arange(topology.getNumAtoms())
+    if len(indices) == 0:
+        raise ValueError("the structure has no heavy atoms: nothing to sample")
+
+    info: DenoiserInfo | None = None
+    if denoiser is not None:
+        _, info = load_denoiser(denoiser)
+    if sigma is not None:
+        sigma_nm = length_nm(sigma, "sigma")
+        if info is not None and not np.isclose(sigma_nm, info.sigma, rtol=1e-6, atol=0.0):
+            raise ValueError(f"sigma mismatch: the denoiser uses sigma = {info.sigma} nm, got {sigma_nm} nm")
+    elif info is not None:
+        sigma_nm = info.sigma
+    else:
+        raise ValueError("give a denoiser or sigma")
+
+    n = len(indices)
+    if chains is None:
+        chains = info.num_chains if info is not None else 1
+    chains = int(chains)
+    if chains < 1:
+        raise ValueError(f"chains must be >= 1; got {chains}")
+    if info is not None:
+        if info.num_atoms != chains * n:
+            raise ValueError(
+                f"the denoiser is for {info.num_atoms} atoms ({info.num_chains} chain(s) of "
+                f"{info.atoms_per_chain}), but this structure has {n} "
+                f"{'heavy ' if heavy_atoms_only else ''}atoms x {chains} chain(s) = {chains * n}"
+            )
+        if info.atom_elements is not None:
+            atoms = list(topology.atoms())
+            elements = [atoms[i].element.symbol if atoms[i].element is not None else "" for i in indices]
+            if tuple(elements) != info.atom_elements:
+                raise ValueError(
+                    "the denoiser was exported for another topology: its atom elements "
+                    f"{''.join(info.atom_elements)} differ from this structure's {''.join(elements)}"
+                )
+
+    temperature_k = temperature_kelvin(temperature)
+    kT = kT_kj_per_mol(temperature_k)
+    particle_mass = float(mass) * kT
+    if not particle_mass > 0:
+        raise ValueError(f"mass must be positive; got {mass}")
+
+    system = openmm.System()
+    for _ in range(chains * n):
+        system.addParticle(particle_mass)
+
+    rng = np.random.default_rng(seed)
+    x0 = np.tile(x_all[indices], (chains, 1))
+    y0 = x0 + sigma_nm * rng.standard_normal(x0.shape)
+    v0 = np.sqrt(kT / particle_mass) * rng.standard_normal(x0.shape)
+    return NoisedSystem(
+        system=system,
+        topology=subset_topology(topology, indices, chains),
+        positions=y0 * unit.nanometer,
+        velocities=v0 * unit.nanometer / unit.picosecond,
+        clean_positions=x0 * unit.nanometer,
+        atom_indices=indices,
+        num_chains=chains,
+        sigma=sigma_nm * unit.nanometer,
+        particle_mass=particle_mass * unit.amu,
+    )

@@ -1,0 +1,39 @@
+import numpy as np
+import openmm
+import pytest
+import torch
+from openmm import app, unit
+
+import openmm_jamun as oj
+
+torch.set_num_threads(1)
+
+BACKENDS = ["torch", "python"]
+PLATFORMS = ["Reference", "CPU"]
+
+
+def make_walk(denoiser, topology, x0, backend="torch", platform="CPU", seed=0, integrator=None, **force_kwargs):
+    """A Simulation of the walk for ``denoiser`` started from x0 + σε."""
+    noised = oj.create_noised_system(topology, x0, denoiser, seed=seed)
+    noised.system.addForce(oj.make_jamun_force(denoiser, backend=backend, **force_kwargs))
+    integrator = integrator or oj.JamunIntegrator(sigma=noised.sigma)
+    properties = {"Threads": "1"} if platform == "CPU" else {}
+    simulation = app.Simulation(noised.topology, noised.system, integrator,
+                                openmm.Platform.getPlatformByName(platform), properties)
+    simulation.context.setPositions(noised.positions)
+    simulation.context.setVelocities(noised.velocities)
+    return simulation, noised
+
+
+@pytest.fixture(scope="session")
+def gaussian30():
+    return oj.gaussian_example(30, s=0.05 * unit.nanometer, sigma=0.04 * unit.nanometer, seed=0)
+
+
+@pytest.fixture(scope="session")
+def gaussian10():
+    return oj.gaussian_example(10, s=0.05 * unit.nanometer, sigma=0.04 * unit.nanometer, seed=1)
+
+
+def positions_nm(simulation):
+    return simulation.context.getState(getPositions=True).getPositions(asNumpy=True).value_in_unit(unit.nanometer)
