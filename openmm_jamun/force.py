@@ -23,6 +23,7 @@ Two backends compute the same module:
 
 from __future__ import annotations
 
+import logging
 import pickle
 from xml.etree import ElementTree
 from typing import Tuple
@@ -35,8 +36,20 @@ from openmm import unit
 from ._units import inverse_length_per_nm, kT_kj_per_mol, length_nm, temperature_kelvin
 from .model.contract import DenoiserInfo, load_denoiser, module_from_bytes, module_to_bytes
 
+def _import_openmmtorch():
+    # openmmtorch imports the deprecated 'simtk.openmm' alias, which logs a
+    # warning on the root logger; it is not the user's concern.
+    previous = logging.root.manager.disable
+    logging.disable(logging.WARNING)
+    try:
+        import openmmtorch
+    finally:
+        logging.disable(previous)
+    return openmmtorch
+
+
 try:  # openmm-torch is optional: the PythonForce backend does without it.
-    import openmmtorch as _openmmtorch
+    _openmmtorch = _import_openmmtorch()
 except ImportError as _error:  # pragma: no cover - depends on the install
     _openmmtorch = None
     _OPENMMTORCH_ERROR = str(_error)
@@ -186,11 +199,24 @@ class JamunPythonForce(_JamunForceMixin, openmm.PythonForce):
         self.kT = kT * unit.kilojoule_per_mole
 
 
-BACKENDS = ("torch", "python")
+BACKENDS = ("auto", "torch", "python")
 
 
-def make_jamun_force(denoiser, backend: str = "python", **kwargs):
-    """Build the force with the named backend: "python" (PythonForce) or "torch" (TorchForce)."""
+def default_backend() -> str:
+    """"torch" where openmm-torch imports, else "python".
+
+    Measured on 2 CPU cores (benchmarks/plugin_overhead.py): the TorchForce
+    walk costs less per step for peptide-sized systems (22-200 particles), and
+    on CUDA it keeps positions and forces on the GPU, where a PythonForce
+    copies them through the host every step.
+    """
+    return "torch" if _openmmtorch is not None else "python"
+
+
+def make_jamun_force(denoiser, backend: str = "auto", **kwargs):
+    """Build the force with the named backend: "torch" (TorchForce), "python" (PythonForce) or "auto"."""
+    if backend == "auto":
+        backend = default_backend()
     if backend == "torch":
         return JamunForce(denoiser, **kwargs)
     if backend == "python":
