@@ -162,13 +162,15 @@ def create_noised_system(structure, positions=None, denoiser=None, *, sigma=None
                 f"{info.atoms_per_chain}), but this structure has {n} "
                 f"{'heavy ' if heavy_atoms_only else ''}atoms x {chains} chain(s) = {chains * n}"
             )
-        if info.atom_elements is not None:
-            atoms = list(topology.atoms())
-            elements = [atoms[i].element.symbol if atoms[i].element is not None else "" for i in indices]
-            if tuple(elements) != info.atom_elements:
+        if info.atom_names is not None:
+            atoms = [list(topology.atoms())[i] for i in indices]
+            theirs = [f"{res}:{name}" for res, name in zip(info.residue_names, info.atom_names)]
+            ours = [f"{atom.residue.name}:{atom.name}" for atom in atoms]
+            if theirs != ours:
+                first = next(i for i, (a, b) in enumerate(zip(theirs, ours)) if a != b)
                 raise ValueError(
-                    "the denoiser was exported for another topology: its atom elements "
-                    f"{''.join(info.atom_elements)} differ from this structure's {''.join(elements)}"
+                    "the denoiser was exported for another topology: heavy atom "
+                    f"{first} is {theirs[first]} in the model but {ours[first]} here"
                 )
 
     temperature_k = temperature_kelvin(temperature)

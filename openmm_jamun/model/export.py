@@ -1,0 +1,107 @@
+"""TorchScript export of a trained denoiser for one topology (K chains), and training checkpoints."""
+
+from __future__ import annotations
+
+import copy
+import os
+from typing import List
+
+import numpy as np
+import torch
+from e3nn.util.jit import compile as e3nn_compile
+from e3nn.util.jit import compile_mode
+
+from .contract import FORMAT_VERSION, load_denoiser
+from .featurize import TopologyFeatures, featurize
+from .network import Denoiser, NetworkConfig, chain_edges, count_parameters
+
+CHECKPOINT_FORMAT = "openmm-jamun-checkpoint-1"
+
+
+@compile_mode("script")
+class ExportedDenoiser(torch.nn.Module):
+    """x̂(positions) for K independent copies of one molecule, topology baked in as buffers.
+
+    Meets the contract of CONVENTIONS.md: forward(positions[K·n, 3] float32 nm) -> [K·n, 3],
+    attributes sigma (nm), num_atoms, plus metadata checked by ``load_denoiser``.
+    """
+
+    def __init__(self, denoiser: Denoiser, features: TopologyFeatures, chains: int):
+        super().__init__()
+        n = features.num_atoms
+        self.denoiser = denoiser
+        self.sigma = float(denoiser.sigma)
+        self.average_squared_distance = float(denoiser.average_squared_distance)
+        self.cutoff = float(denoiser.cutoff)
+        self.num_chains = int(chains)
+        self.atoms_per_chain = int(n)
+        self.num_atoms = int(n * chains)
+        self.jamun_format_version = FORMAT_VERSION
+        self.jamun_kind = "network"
+        self.atom_names: List[str] = list(features.atom_names)
+        self.atom_elements: List[str] = list(features.atom_elements)
+        self.residue_names: List[str] = list(features.residue_names)
+        self.register_buffer("element", torch.as_tensor(np.tile(features.element, chains)))
+        self.register_buffer("atom_name", torch.as_tensor(np.tile(features.atom_name, chains)))
+        self.register_buffer("residue", torch.as_tensor(np.tile(features.residue, chains)))
+        adjacency = torch.zeros(n, n, dtype=torch.bool)
+        bonds = torch.as_tensor(features.bonds)
+        adjacency[bonds[0], bonds[1]] = True
+        adjacency[bonds[1], bonds[0]] = True
+        self.register_buffer("bond_adjacency", adjacency)
+
+    def forward(self, positions: torch.Tensor) -> torch.Tensor:
+        y = positions.reshape(self.num_chains, self.atoms_per_chain, 3)
+        mean = y.mean(dim=1, keepdim=True)
+        yc = y - mean
+        src, dst, bonded = chain_edges(yc, self.bond_adjacency, self.cutoff)
+        out = self.denoiser.denoise_centered(yc.reshape(-1, 3), self.element, self.atom_name, self.residue,
+                                             src, dst, bonded).reshape(self.num_chains, self.atoms_per_chain, 3)
+        out = out - out.mean(dim=1, keepdim=True) + mean
+        return out.reshape(-1, 3)
+
+
+def export_denoiser(denoiser: Denoiser, topology, chains: int = 1, path=None,
+                    heavy_atoms_only: bool = True) -> torch.jit.ScriptModule:
+    """Script ``denoiser`` for ``topology`` (OpenMM or mdtraj) with ``chains`` copies; optionally save it."""
+    if int(chains) < 1:
+        raise ValueError(f"chains must be >= 1; got {chains}")
+    features = featurize(topology, heavy_atoms_only=heavy_atoms_only)
+    # A frozen copy: the export never builds autograd graphs, and training can go on.
+    denoiser = copy.deepcopy(denoiser).eval().requires_grad_(False)
+    module = ExportedDenoiser(denoiser, features, int(chains)).eval()
+    scripted = e3nn_compile(module)  # scripts e3nn's modules their own way, then ours
+    if not isinstance(scripted, torch.jit.ScriptModule):
+        raise RuntimeError("TorchScript export failed: the compiled module is not a ScriptModule")
+    if path is not None:
+        torch.jit.save(scripted, os.fspath(path))
+        scripted, _ = load_denoiser(os.fspath(path))
+    return scripted
+
+
+def save_checkpoint(path, denoiser: Denoiser, **extra) -> None:
+    """Weights + config + A + σ (+ training state in ``extra``): tensors and plain data only."""
+    record = {
+        "format": CHECKPOINT_FORMAT,
+        "config": denoiser.config.to_dict(),
+        "sigma": denoiser.sigma,
+        "average_squared_distance": denoiser.average_squared_distance,
+        "state_dict": denoiser.state_dict(),
+        **extra,
+    }
+    tmp = os.fspath(path) + ".tmp"
+    torch.save(record, tmp)
+    os.replace(tmp, os.fspath(path))  # a checkpoint is whole or absent
+
+
+def load_checkpoint(path) -> tuple[Denoiser, dict]:
+    """Rebuild the Denoiser of a checkpoint (``torch.load(weights_only=True)``: no arbitrary unpickling)."""
+    record = torch.load(os.fspath(path), map_location="cpu", weights_only=True)
+    if not isinstance(record, dict) or record.get("format") != CHECKPOINT_FORMAT:
+        raise ValueError(f"{path} is not an openmm-jamun training checkpoint")
+    denoiser = Denoiser(NetworkConfig.from_dict(record["config"]), record["sigma"], record["average_squared_distance"])
+    denoiser.load_state_dict(record["state_dict"])
+    return denoiser, record
+
+
+__all__ = ["ExportedDenoiser", "export_denoiser", "save_checkpoint", "load_checkpoint", "count_parameters"]

@@ -1,0 +1,224 @@
+"""The JAMUN denoiser: an SE(3)-equivariant, NequIP-like message-passing network (e3nn).
+
+x̂(y) = c_skip·y + c_out·F(c_in·y, c_noise) on mean-centred coordinates
+(CONVENTIONS.md), with
+
+    c_in = 1/√(A+6σ²),  c_skip = A/(A+6σ²),  c_out = √(A·6σ²/(A+6σ²)),  c_noise = ¼·ln σ  (σ in nm, natural log)
+
+and A the mean squared distance of atom pairs within the radial cutoff.
+
+Graph: covalent bonds plus every pair closer than ``cutoff`` (nm, measured on
+y itself, before the c_in scaling) within the same molecule/chain; edge
+features are a bonded/non-bonded embedding and a Gaussian radial basis of the
+c_in-scaled distance with a smooth cutoff.
+
+SE(3), not E(3): every l = 1 feature is labelled even parity ("1e"), so the
+network cannot be forced to mirror its output when its input is mirrored
+and can tell an L-peptide from its mirror image.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+from typing import Tuple
+
+import torch
+from e3nn import o3
+from e3nn.nn import FullyConnectedNet, Gate
+from e3nn.util.jit import compile_mode
+
+from .featurize import ATOM_NAMES, ELEMENTS, RESIDUES
+
+
+@dataclass
+class NetworkConfig:
+    """Size of the network. The default trains on 2 CPU cores; ``published()`` is the paper's size."""
+
+    hidden_scalars: int = 32
+    hidden_vectors: int = 8
+    num_layers: int = 3
+    element_dim: int = 8
+    atom_name_dim: int = 16
+    residue_dim: int = 16
+    bond_dim: int = 8
+    num_basis: int = 16
+    radial_hidden: int = 32
+    cutoff: float = 1.0  # nm, on y
+
+    @classmethod
+    def published(cls) -> "NetworkConfig":
+        """The capped-2AA model of the JAMUN paper: 120x0e + 32x1e, 5 blocks, 64 edge features."""
+        return cls(hidden_scalars=120, hidden_vectors=32, num_layers=5, element_dim=8, atom_name_dim=8,
+                   residue_dim=32, bond_dim=32, num_basis=32, radial_hidden=64, cutoff=1.0)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "NetworkConfig":
+        known = set(cls.__dataclass_fields__)
+        unknown = set(data) - known
+        if unknown:
+            raise ValueError(f"unknown network config key(s): {sorted(unknown)}")
+        return cls(**data)
+
+
+def normalization_factors(sigma: float, A: float) -> Tuple[float, float, float, float]:
+    """(c_in, c_skip, c_out, c_noise) of the JAMUN parametrisation, D = 3."""
+    B = 6.0 * sigma**2
+    return 1.0 / math.sqrt(A + B), A / (A + B), math.sqrt(A * B / (A + B)), 0.25 * math.log(sigma)
+
+
+def radial_basis(length: torch.Tensor, cutoff: float, num_basis: int) -> torch.Tensor:
+    """Gaussians centred on a grid inside (0, cutoff), times a cosine envelope that takes
+    them smoothly to 0 at the cutoff (bonded pairs past it keep only their bond feature)."""
+    centers = torch.linspace(0.0, cutoff, num_basis + 2, dtype=length.dtype, device=length.device)[1:-1]
+    width = cutoff / (num_basis + 1)
+    gaussians = torch.exp(-(((length.unsqueeze(-1) - centers) / width) ** 2))
+    envelope = 0.5 * (torch.cos(math.pi * length / cutoff) + 1.0) * (length < cutoff).to(length.dtype)
+    return gaussians * envelope.unsqueeze(-1)
+
+
+@compile_mode("script")
+class MessagePassingBlock(torch.nn.Module):
+    """Convolution (tensor product of neighbour features with edge harmonics, weights from a
+    radial MLP), mean aggregation, gated nonlinearity, plus a linear self-interaction."""
+
+    def __init__(self, irreps_in, irreps_out, irreps_sh, edge_dim: int, radial_hidden: int):
+        super().__init__()
+        irreps_out = o3.Irreps(irreps_out)
+        scalars = o3.Irreps([(mul, ir) for mul, ir in irreps_out if ir.l == 0])
+        gated = o3.Irreps([(mul, ir) for mul, ir in irreps_out if ir.l > 0])
+        gates = o3.Irreps([(mul, "0e") for mul, _ in gated])
+        self.gate = Gate(scalars, [torch.nn.functional.silu], gates, [torch.sigmoid], gated)
+        self.tp = o3.FullyConnectedTensorProduct(
+            irreps_in, irreps_sh, self.gate.irreps_in, shared_weights=False, internal_weights=False
+        )
+        self.radial = FullyConnectedNet([edge_dim, radial_hidden, self.tp.weight_numel], torch.nn.functional.silu)
+        self.self_interaction = o3.Linear(irreps_in, irreps_out)
+
+    def forward(self, x: torch.Tensor, edge_src: torch.Tensor, edge_dst: torch.Tensor, edge_sh: torch.Tensor,
+                edge_attr: torch.Tensor) -> torch.Tensor:
+        messages = self.tp(x[edge_src], edge_sh, self.radial(edge_attr))
+        total = torch.zeros(x.shape[0], messages.shape[1], dtype=x.dtype, device=x.device)
+        total = total.index_add(0, edge_dst, messages)
+        count = torch.zeros(x.shape[0], dtype=x.dtype, device=x.device)
+        count = count.index_add(0, edge_dst, torch.ones_like(edge_dst, dtype=x.dtype))
+        mean = total / count.clamp(min=1.0).unsqueeze(-1)
+        return self.self_interaction(x) + self.gate(mean)
+
+
+@compile_mode("script")
+class JamunNet(torch.nn.Module):
+    """F(c_in·y, c_noise): atom features + geometry → one l = 1 vector per atom."""
+
+    def __init__(self, config: NetworkConfig):
+        super().__init__()
+        self.num_basis = config.num_basis
+        embed_dim = config.element_dim + config.atom_name_dim + config.residue_dim
+        self.element_embedding = torch.nn.Embedding(len(ELEMENTS), config.element_dim)
+        self.atom_name_embedding = torch.nn.Embedding(len(ATOM_NAMES), config.atom_name_dim)
+        self.residue_embedding = torch.nn.Embedding(len(RESIDUES), config.residue_dim)
+        self.noise_embedding = torch.nn.Linear(1, embed_dim)  # noise conditioning on c_noise
+        self.bond_embedding = torch.nn.Embedding(2, config.bond_dim)
+        self.sh = o3.SphericalHarmonics("1x0e + 1x1e", normalize=True, normalization="component", irreps_in="1x1e")
+        hidden = o3.Irreps(f"{config.hidden_scalars}x0e + {config.hidden_vectors}x1e")
+        edge_dim = config.bond_dim + config.num_basis
+        irreps = [o3.Irreps(f"{embed_dim}x0e")] + [hidden] * config.num_layers
+        self.layers = torch.nn.ModuleList(
+            MessagePassingBlock(irreps[i], irreps[i + 1], self.sh.irreps_out, edge_dim, config.radial_hidden)
+            for i in range(config.num_layers)
+        )
+        self.output = o3.Linear(hidden, "1x1e")
+        # Starts the denoiser at x̂ = c_skip·y, as the published model does.
+        self.output_gain = torch.nn.Parameter(torch.zeros(()))
+
+    def forward(self, pos: torch.Tensor, element: torch.Tensor, atom_name: torch.Tensor, residue: torch.Tensor,
+                edge_src: torch.Tensor, edge_dst: torch.Tensor, edge_bonded: torch.Tensor, c_noise: float,
+                cutoff: float) -> torch.Tensor:
+        edge_vec = pos[edge_src] - pos[edge_dst]
+        radial = radial_basis(torch.linalg.vector_norm(edge_vec, dim=1), cutoff, self.num_basis)
+        edge_attr = torch.cat([self.bond_embedding(edge_bonded), radial], dim=1)
+        edge_sh = self.sh(edge_vec)
+        noise = torch.full((1, 1), c_noise, dtype=pos.dtype, device=pos.device)
+        x = torch.cat(
+            [self.element_embedding(element), self.atom_name_embedding(atom_name), self.residue_embedding(residue)],
+            dim=1,
+        ) + self.noise_embedding(noise)
+        for layer in self.layers:
+            x = layer(x, edge_src, edge_dst, edge_sh, edge_attr)
+        return self.output(x) * self.output_gain
+
+
+def pair_distances(pos: torch.Tensor) -> torch.Tensor:
+    # The default cdist mode goes through a matrix product and is inexact.
+    return torch.cdist(pos, pos, compute_mode="donot_use_mm_for_euclid_dist")
+
+
+def graph_edges(pos: torch.Tensor, graph_index: torch.Tensor, bond_adjacency: torch.Tensor,
+                cutoff: float) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Edges of a batch of molecules: bonds ∪ pairs within ``cutoff``, never across molecules.
+
+    Returns (src, dst, bonded) with messages flowing src → dst.
+    """
+    same = graph_index.unsqueeze(0) == graph_index.unsqueeze(1)
+    mask = ((pair_distances(pos) < cutoff) | bond_adjacency) & same
+    mask.fill_diagonal_(False)
+    index = mask.nonzero()
+    dst, src = index[:, 0], index[:, 1]
+    return src, dst, bond_adjacency[dst, src].long()
+
+
+def chain_edges(pos: torch.Tensor, bond_adjacency: torch.Tensor,
+                cutoff: float) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Edges of K copies of one molecule, ``pos`` of shape [K, n, 3]: the same edges as
+    :func:`graph_edges` without an (Kn)² distance matrix. Indices are into pos.view(-1, 3)."""
+    n = pos.shape[1]
+    eye = torch.eye(n, dtype=torch.bool, device=pos.device)
+    mask = ((pair_distances(pos) < cutoff) | bond_adjacency.unsqueeze(0)) & ~eye.unsqueeze(0)
+    index = mask.nonzero()
+    chain, dst, src = index[:, 0], index[:, 1], index[:, 2]
+    return chain * n + src, chain * n + dst, bond_adjacency[dst, src].long()
+
+
+@compile_mode("script")
+class Denoiser(torch.nn.Module):
+    """x̂(y) with the JAMUN normalisation around :class:`JamunNet`; trainable, topology-agnostic."""
+
+    def __init__(self, config: NetworkConfig, sigma: float, average_squared_distance: float):
+        super().__init__()
+        if not sigma > 0 or not average_squared_distance > 0:
+            raise ValueError("sigma and average_squared_distance must be positive")
+        self.config = config
+        self.net = JamunNet(config)
+        self.sigma = float(sigma)
+        self.average_squared_distance = float(average_squared_distance)
+        self.cutoff = float(config.cutoff)
+        self.c_in, self.c_skip, self.c_out, self.c_noise = normalization_factors(self.sigma, self.average_squared_distance)
+
+    def denoise_centered(self, y: torch.Tensor, element: torch.Tensor, atom_name: torch.Tensor,
+                         residue: torch.Tensor, edge_src: torch.Tensor, edge_dst: torch.Tensor,
+                         edge_bonded: torch.Tensor) -> torch.Tensor:
+        """c_skip·y + c_out·F(c_in·y) for mean-centred y, flat [N, 3]."""
+        out = self.net(self.c_in * y, element, atom_name, residue, edge_src, edge_dst, edge_bonded,
+                       self.c_noise, self.c_in * self.cutoff)
+        return self.c_skip * y + self.c_out * out
+
+    def forward(self, y: torch.Tensor, element: torch.Tensor, atom_name: torch.Tensor, residue: torch.Tensor,
+                graph_index: torch.Tensor, bond_adjacency: torch.Tensor, num_graphs: int) -> torch.Tensor:
+        """x̂ for a batch of molecules (``graph_index`` says which atom belongs to which)."""
+        counts = torch.zeros(num_graphs, dtype=y.dtype, device=y.device).index_add(
+            0, graph_index, torch.ones_like(graph_index, dtype=y.dtype))
+        mean = torch.zeros(num_graphs, 3, dtype=y.dtype, device=y.device).index_add(0, graph_index, y)
+        mean = (mean / counts.unsqueeze(1))[graph_index]
+        yc = y - mean
+        src, dst, bonded = graph_edges(yc, graph_index, bond_adjacency, self.cutoff)
+        out = self.denoise_centered(yc, element, atom_name, residue, src, dst, bonded)
+        out_mean = torch.zeros(num_graphs, 3, dtype=y.dtype, device=y.device).index_add(0, graph_index, out)
+        out_mean = (out_mean / counts.unsqueeze(1))[graph_index]
+        return out - out_mean + mean
+
+
+def count_parameters(module: torch.nn.Module) -> int:
+    return sum(p.numel() for p in module.parameters())
