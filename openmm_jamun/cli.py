@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 import time
@@ -83,6 +84,20 @@ def cmd_md(args) -> int:
     return 0
 
 
+def cmd_train(args) -> int:
+    from .train import TrainConfig, train
+
+    config = TrainConfig.from_file(args.config)
+    if args.out:
+        config.out = args.out
+    if args.max_steps:
+        config.max_steps = args.max_steps
+    summary = train(config, progress=not args.quiet)
+    if int(os.environ.get("RANK", "0")) == 0:
+        print(json.dumps(summary, indent=2))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="jamun", description="JAMUN walk-jump sampling in OpenMM")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -107,6 +122,13 @@ def build_parser() -> argparse.ArgumentParser:
     md.add_argument("--threads", type=_positive_int, default=None)
     md.add_argument("--equilibration-ps", type=_positive_float, default=100.0)
     md.set_defaults(func=cmd_md)
+
+    tr = sub.add_parser("train", help="train a denoiser from a JSON config (torchrun-able for DDP)")
+    tr.add_argument("config", help="JSON file with TrainConfig fields (see examples/train_capped_2aa.json)")
+    tr.add_argument("--out", default=None, help="override the config's output directory")
+    tr.add_argument("--max-steps", type=_positive_int, default=None)
+    tr.add_argument("--quiet", action="store_true")
+    tr.set_defaults(func=cmd_train)
     return parser
 
 

@@ -68,6 +68,8 @@ def featurize(topology, heavy_atoms_only: bool = True) -> TopologyFeatures:
     Unknown residues map to "other" with a warning; a topology with no
     (heavy) atoms is an error.
     """
+    if hasattr(topology, "to_openmm"):  # an mdtraj Topology
+        topology = topology.to_openmm()
     atoms = list(topology.atoms())
     if not atoms:
         raise ValueError("the topology is empty: no atoms to featurize")

@@ -1,0 +1,211 @@
+"""Denoiser training, faithful to JAMUN: fixed σ, y = x + σε, Kabsch alignment of y onto x,
+loss ‖x̂(y) − x‖² per graph (sum over xyz, mean over atoms) weighted by 1/c_out², Adam.
+
+Runs as one process or under ``torchrun --nproc_per_node K`` (DistributedDataParallel,
+gloo on CPUs). Randomness is drawn from generators seeded by (seed, rank, step), so a
+resumed run draws exactly what an uninterrupted one would.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+from dataclasses import dataclass, field
+
+import torch
+
+from ..data.dataset import FrameSampler, GraphBatch, average_squared_distance, load_peptide
+from ..model.export import load_checkpoint, save_checkpoint
+from ..model.network import Denoiser, NetworkConfig, count_parameters
+
+CHECKPOINT = "checkpoint.pt"
+BEST = "best.pt"
+LOG = "train_log.jsonl"
+
+
+@dataclass
+class TrainConfig:
+    data_root: str
+    train: list[str]
+    val: list[str]
+    out: str
+    model: dict = field(default_factory=dict)
+    sigma: float = 0.04
+    lr: float = 2e-3
+    batch_size: int = 32
+    max_steps: int = 1000
+    val_every: int = 100
+    val_batches: int = 4
+    checkpoint_every: int = 100
+    stride: int = 1
+    seed: int = 0
+    threads: int | None = None
+    align: bool = True
+
+    @classmethod
+    def from_file(cls, path: str) -> "TrainConfig":
+        with open(path) as handle:
+            data = json.load(handle)
+        unknown = set(data) - set(cls.__dataclass_fields__)
+        if unknown:
+            raise ValueError(f"{path}: unknown training config key(s) {sorted(unknown)}")
+        config = cls(**data)
+        if not config.train:
+            raise ValueError(f"{path}: 'train' lists no peptides")
+        overlap = set(config.train) & set(config.val)
+        if overlap:
+            raise ValueError(f"{path}: peptides in both train and val: {sorted(overlap)}")
+        return config
+
+
+def _segment_mean(values: torch.Tensor, index: torch.Tensor, count: int) -> torch.Tensor:
+    sums = torch.zeros(count, *values.shape[1:], dtype=values.dtype).index_add(0, index, values)
+    sizes = torch.zeros(count, dtype=values.dtype).index_add(0, index, torch.ones_like(index, dtype=values.dtype))
+    return sums / sizes.reshape(-1, *([1] * (values.dim() - 1)))
+
+
+def center(positions: torch.Tensor, graph_index: torch.Tensor, num_graphs: int) -> torch.Tensor:
+    return positions - _segment_mean(positions, graph_index, num_graphs)[graph_index]
+
+
+def kabsch_align(y: torch.Tensor, x: torch.Tensor, graph_index: torch.Tensor, num_graphs: int) -> torch.Tensor:
+    """Rotate each (centred) graph of y onto the same graph of x (proper rotations only)."""
+    H = torch.zeros(num_graphs, 3, 3, dtype=y.dtype).index_add(0, graph_index, y.unsqueeze(2) * x.unsqueeze(1))
+    U, _, Vt = torch.linalg.svd(H)
+    d = torch.sign(torch.linalg.det(Vt.transpose(1, 2) @ U.transpose(1, 2)))
+    D = torch.diag_embed(torch.stack([torch.ones_like(d), torch.ones_like(d), d], dim=1))
+    R = Vt.transpose(1, 2) @ D @ U.transpose(1, 2)  # R @ y_i ≈ x_i
+    return torch.einsum("nij,nj->ni", R[graph_index], y)
+
+
+def denoising_loss(model, batch: GraphBatch, sigma: float, c_out: float, generator: torch.Generator,
+                   align: bool = True) -> torch.Tensor:
+    """Per-graph weighted loss ‖x̂(y) − x‖²/c_out² (sum over xyz, mean over atoms)."""
+    x = center(batch.positions, batch.graph_index, batch.num_graphs)
+    with torch.no_grad():
+        y = x + sigma * torch.randn(x.shape, generator=generator)
+        y = center(y, batch.graph_index, batch.num_graphs)
+        if align:
+            y = kabsch_align(y, x, batch.graph_index, batch.num_graphs)
+    xhat = model(y, batch.element, batch.atom_name, batch.residue, batch.graph_index, batch.bond_adjacency,
+                 batch.num_graphs)
+    per_atom = ((xhat - x) ** 2).sum(-1)
+    return _segment_mean(per_atom, batch.graph_index, batch.num_graphs) / c_out**2
+
+
+def _generator(seed: int, rank: int, step: int, stream: int) -> torch.Generator:
+    return torch.Generator().manual_seed(((seed * 1_000_003 + rank) * 1_000_003 + step) * 4 + stream)
+
+
+def _distributed():
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+        return 0, 1
+    import torch.distributed as dist
+
+    if not dist.is_initialized():
+        dist.init_process_group("gloo")
+    return dist.get_rank(), dist.get_world_size()
+
+
+def validation_loss(denoiser: Denoiser, peptides, config: TrainConfig) -> float:
+    """Mean weighted loss on a fixed set of validation frames and noise draws."""
+    if not peptides:
+        return float("nan")
+    sampler = FrameSampler(peptides, seed=config.seed + 7919)
+    losses = []
+    with torch.no_grad():
+        for i in range(config.val_batches):
+            batch = sampler.sample(config.batch_size)
+            losses.append(denoising_loss(denoiser, batch, config.sigma, denoiser.c_out,
+                                         _generator(config.seed, 0, i, 3), config.align).mean().item())
+    return float(sum(losses) / len(losses))
+
+
+def train(config: TrainConfig, progress: bool = True) -> dict:
+    """Train (or resume) into ``config.out``; returns a summary of the run."""
+    from tqdm import tqdm
+
+    rank, world = _distributed()
+    if config.threads:
+        torch.set_num_threads(int(config.threads))
+    os.makedirs(config.out, exist_ok=True)
+    checkpoint_path = os.path.join(config.out, CHECKPOINT)
+
+    train_set = [load_peptide(os.path.join(config.data_root, n), config.stride) for n in config.train]
+    val_set = [load_peptide(os.path.join(config.data_root, n), config.stride) for n in config.val]
+    network_config = NetworkConfig.from_dict(config.model)
+
+    if os.path.isfile(checkpoint_path):
+        denoiser, record = load_checkpoint(checkpoint_path)
+        start_step, best = int(record["step"]), float(record.get("best_val_loss", math.inf))
+        wall_before = float(record.get("wall_time_s", 0.0))
+    else:
+        torch.manual_seed(config.seed)
+        A = average_squared_distance(train_set, network_config.cutoff)
+        denoiser = Denoiser(network_config, config.sigma, A)
+        record, start_step, best, wall_before = None, 0, math.inf, 0.0
+    if abs(denoiser.sigma - config.sigma) > 1e-12:
+        raise ValueError(f"checkpoint sigma {denoiser.sigma} differs from config sigma {config.sigma}")
+
+    model = denoiser
+    if world > 1:
+        model = torch.nn.parallel.DistributedDataParallel(denoiser)
+    optimizer = torch.optim.Adam(denoiser.parameters(), lr=config.lr)
+    if record is not None and "optimizer" in record:
+        optimizer.load_state_dict(record["optimizer"])
+
+    per_rank_batch = max(1, config.batch_size // world)
+    sampler = FrameSampler(train_set, seed=0)
+    frames = sum(len(p.frames) for p in train_set)
+    summary = {"parameters": count_parameters(denoiser), "train_frames": frames,
+               "average_squared_distance": denoiser.average_squared_distance, "world_size": world}
+    log = open(os.path.join(config.out, LOG), "a") if rank == 0 else None
+    bar = tqdm(total=config.max_steps, initial=start_step, disable=not progress or rank != 0, desc="train")
+    start = time.time()
+    loss_value = float("nan")
+
+    def save(step):
+        extra = {"step": step, "optimizer": optimizer.state_dict(), "best_val_loss": best,
+                 "wall_time_s": wall_before + time.time() - start, "train": list(config.train),
+                 "val": list(config.val), "train_frames": frames}
+        save_checkpoint(checkpoint_path, denoiser, **extra)
+
+    try:
+        for step in range(start_step + 1, config.max_steps + 1):
+            sampler.generator = _generator(config.seed, rank, step, 0)
+            batch = sampler.sample(per_rank_batch)
+            loss = denoising_loss(model, batch, config.sigma, denoiser.c_out,
+                                  _generator(config.seed, rank, step, 1), config.align).mean()
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            loss_value = loss.item()
+            bar.update(1)
+            bar.set_postfix(loss=f"{loss_value:.3f}")
+            entry = None
+            if rank == 0 and (step % config.val_every == 0 or step == config.max_steps):
+                val = validation_loss(denoiser, val_set, config)
+                entry = {"step": step, "loss": loss_value, "val_loss": val,
+                         "wall_time_s": round(wall_before + time.time() - start, 1)}
+                if val < best:
+                    best = val
+                    save_checkpoint(os.path.join(config.out, BEST), denoiser, step=step, best_val_loss=best,
+                                    train=list(config.train), val=list(config.val), train_frames=frames)
+            if rank == 0 and (step % config.checkpoint_every == 0 or step == config.max_steps):
+                save(step)
+            if entry is not None:
+                log.write(json.dumps(entry) + "\n")
+                log.flush()
+    finally:  # an interrupted run resumes from its last checkpoint
+        bar.close()
+        if log is not None:
+            log.close()
+    summary.update({"steps": config.max_steps, "last_loss": loss_value, "best_val_loss": best,
+                    "wall_time_s": round(wall_before + time.time() - start, 1)})
+    if world > 1:
+        import torch.distributed as dist
+
+        dist.barrier()
+    return summary

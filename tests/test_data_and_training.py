@@ -1,0 +1,143 @@
+"""Peptide building, reference MD, datasets and training (single process, resume, DDP)."""
+
+import json
+import os
+import subprocess
+import sys
+
+import mdtraj
+import numpy as np
+import pytest
+import torch
+from openmm import unit
+
+from openmm_jamun.data.build import build_peptide, check_sequence
+from openmm_jamun.data.dataset import average_squared_distance, find_peptides, load_peptide, split_by_peptide
+from openmm_jamun.data.md import run_md
+from openmm_jamun.train import TrainConfig, train
+from openmm_jamun.train.trainer import kabsch_align
+
+
+@pytest.fixture(scope="session")
+def md_root(tmp_path_factory):
+    """Two tiny reference-MD runs: a capped dipeptide and an uncapped tripeptide (20 ps each)."""
+    root = tmp_path_factory.mktemp("md")
+    for seq, caps in (("A", True), ("GAS", False)):
+        run_md(seq, str(root / (seq if caps else f"u{seq}")), ns=0.02, caps=caps, seed=1, threads=1,
+               equilibration=1 * unit.picosecond, progress=False, chunk_frames=10)
+    return root
+
+
+def test_build_peptide_capped_and_uncapped():
+    topology, positions = build_peptide("AD")
+    assert [r.name for r in topology.residues()] == ["ACE", "ALA", "ASP", "NME"]
+    assert topology.getNumAtoms() == 34 and np.isfinite(positions._value).all()
+    topology, _ = build_peptide("GAS", caps=False)
+    names = [a.name for a in topology.atoms()]
+    assert "OXT" in names and "H3" in names  # zwitterion: NH3+ and COO-
+    with pytest.raises(ValueError, match="'B', 'X'"):
+        check_sequence("AXB")
+    with pytest.raises(ValueError, match="length"):
+        check_sequence("A" * 11)
+
+
+def test_md_writes_frames_sidecar_and_resumes(md_root, tmp_path):
+    record = json.load(open(md_root / "A" / "md.json"))
+    assert record["force_field"] == ["amber14-all.xml", "implicit/gbn2.xml"]
+    assert record["frames"] == 20 and record["seed"] == 1 and record["temperature_K"] == 300
+    traj = mdtraj.load(str(md_root / "A" / "traj.xtc"), top=str(md_root / "A" / "topology.pdb"))
+    assert traj.n_frames == 20 and traj.n_atoms == 22
+    assert np.allclose(np.diff(traj.time), 1.0)
+    # extend: resumes from the checkpoint and appends exactly the missing frames
+    out = tmp_path / "A"
+    run_md("A", str(out), ns=0.01, seed=2, threads=1, equilibration=1 * unit.picosecond, progress=False,
+           chunk_frames=5)
+    first = mdtraj.load(str(out / "traj.xtc"), top=str(out / "topology.pdb"))
+    run_md("A", str(out), ns=0.015, threads=1, equilibration=1 * unit.picosecond, progress=False, chunk_frames=5)
+    both = mdtraj.load(str(out / "traj.xtc"), top=str(out / "topology.pdb"))
+    assert both.n_frames == 15
+    np.testing.assert_allclose(both.xyz[:10], first.xyz, atol=1e-6)
+
+
+def test_dataset_split_by_peptide_and_A(md_root):
+    names = find_peptides(str(md_root))
+    assert names == ["A", "uGAS"]
+    train, val = split_by_peptide(names, val_names=["uGAS"])
+    assert train == ["A"] and val == ["uGAS"]
+    with pytest.raises(ValueError, match="not in the data"):
+        split_by_peptide(names, val_names=["XX"])
+    peptide = load_peptide(str(md_root / "A"))
+    assert peptide.frames.shape == (20, 10, 3) and peptide.features.num_atoms == 10
+    A = average_squared_distance([peptide], cutoff=1.0)
+    assert 0.05 < A < 0.5  # nm²: a dipeptide's heavy atoms are a few Å apart
+
+
+def test_kabsch_alignment_undoes_a_rotation():
+    from e3nn import o3
+
+    x = torch.randn(2 * 6, 3, dtype=torch.float64)
+    index = torch.arange(2).repeat_interleave(6)
+    x = x - torch.stack([x[:6].mean(0)] * 6 + [x[6:].mean(0)] * 6)
+    R = o3.rand_matrix(dtype=torch.float64)
+    torch.testing.assert_close(kabsch_align(x @ R.T, x, index, 2), x)
+
+
+def _config(md_root, out, **kw):
+    base = dict(data_root=str(md_root), train=["A"], val=["uGAS"], out=str(out),
+                model=dict(hidden_scalars=8, hidden_vectors=2, num_layers=1, num_basis=8, radial_hidden=8),
+                batch_size=8, max_steps=30, val_every=10, val_batches=1, checkpoint_every=10, seed=3, threads=1)
+    base.update(kw)
+    return TrainConfig(**base)
+
+
+def test_training_reduces_loss_and_resume_continues(md_root, tmp_path):
+    summary = train(_config(md_root, tmp_path / "run", lr=1e-2), progress=False)
+    log = [json.loads(line) for line in open(tmp_path / "run" / "train_log.jsonl")]
+    assert [e["step"] for e in log] == [10, 20, 30]
+    assert log[-1]["val_loss"] < log[0]["val_loss"] or summary["last_loss"] < 1.0
+    record = torch.load(tmp_path / "run" / "checkpoint.pt", weights_only=True)
+    assert record["step"] == 30
+
+    # an interrupted run (stopped after step 20) resumed to 30 ends where the uninterrupted run ended
+    train(_config(md_root, tmp_path / "split", lr=1e-2, max_steps=20), progress=False)
+    train(_config(md_root, tmp_path / "split", lr=1e-2, max_steps=30), progress=False)
+    resumed = torch.load(tmp_path / "split" / "checkpoint.pt", weights_only=True)
+    assert resumed["step"] == 30
+    for key, value in record["state_dict"].items():
+        torch.testing.assert_close(resumed["state_dict"][key], value)
+
+
+def test_first_loss_matches_the_skip_only_denoiser(md_root, tmp_path):
+    """With output gain 0, x̂ = c_skip·y, whose weighted loss is known: E‖c_skip·y − x‖²/c_out² ≈ 3."""
+    from openmm_jamun.data.dataset import FrameSampler
+    from openmm_jamun.model.network import Denoiser, NetworkConfig
+    from openmm_jamun.train.trainer import denoising_loss
+
+    peptide = load_peptide(str(md_root / "A"))
+    A = average_squared_distance([peptide], 1.0)
+    denoiser = Denoiser(NetworkConfig(num_layers=1), 0.04, A)
+    batch = FrameSampler([peptide], 0).sample(64)
+    loss = denoising_loss(denoiser, batch, 0.04, denoiser.c_out, torch.Generator().manual_seed(0)).mean().item()
+    # E‖(c_skip−1)x + c_skip·σε‖² per atom / c_out²; centring and rotational alignment remove
+    # 6 of the 3n noise degrees of freedom.
+    n = peptide.num_atoms
+    x = peptide.frames - peptide.frames.mean(1, keepdims=True)
+    expected = ((1 - denoiser.c_skip) ** 2 * (x**2).sum(-1).mean()
+                + 3 * denoiser.c_skip**2 * 0.04**2 * (3 * n - 6) / (3 * n)) / denoiser.c_out**2
+    assert loss == pytest.approx(expected, rel=0.15)
+
+
+def test_ddp_with_two_gloo_processes(md_root, tmp_path):
+    config = _config(md_root, tmp_path / "ddp", max_steps=4, val_every=2, checkpoint_every=2)
+    path = tmp_path / "train.json"
+    path.write_text(json.dumps(config.__dict__))
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    result = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29533",
+         "-m", "openmm_jamun.cli", "train", str(path), "--quiet"],
+        capture_output=True, text=True, env=env, timeout=300,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    summary = json.loads(result.stdout[result.stdout.index("{"):])
+    assert summary["world_size"] == 2 and summary["steps"] == 4
+    assert torch.load(tmp_path / "ddp" / "checkpoint.pt", weights_only=True)["step"] == 4
