@@ -98,6 +98,22 @@ def cmd_train(args) -> int:
     return 0
 
 
+def cmd_sample(args) -> int:
+    from .sample import run_sampling
+
+    try:
+        record = run_sampling(args.input, args.out, model=args.model, steps=args.steps, chains=args.chains,
+                              interval=args.interval, write_walk=args.walk, resume=args.resume,
+                              overwrite=args.overwrite, platform=args.platform, threads=args.threads,
+                              backend=args.backend, seed=args.seed, progress=not args.quiet)
+    except (ValueError, FileNotFoundError, FileExistsError) as error:
+        raise SystemExit(f"error: {error}") from None
+    print(f"{record['frames']} clean frames x {record['chains']} chain(s) of {record['name']} in "
+          f"{record['wall_time_s']} s ({record['steps_per_s']} steps/s) -> {args.out}/samples.dcd, "
+          f"{record.get('ramachandran', '')}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="jamun", description="JAMUN walk-jump sampling in OpenMM")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -122,6 +138,24 @@ def build_parser() -> argparse.ArgumentParser:
     md.add_argument("--threads", type=_positive_int, default=None)
     md.add_argument("--equilibration-ps", type=_positive_float, default=100.0)
     md.set_defaults(func=cmd_md)
+
+    sa = sub.add_parser("sample", help="walk-jump sampling of a peptide with a trained model (the main job)")
+    sa.add_argument("input", help="one-letter sequence (built as ACE-...-NME) or a PDB file")
+    sa.add_argument("--model", default="default", help="'default' (models/capped_2aa.pt), a name in models/, "
+                    "a training checkpoint or a TorchScript export")
+    sa.add_argument("--steps", type=_positive_int, default=10000, help="total walk steps")
+    sa.add_argument("--chains", type=_positive_int, default=1, help="independent walks in one System")
+    sa.add_argument("--interval", type=_positive_int, default=10, help="steps between clean frames")
+    sa.add_argument("--out", required=True)
+    sa.add_argument("--walk", action="store_true", help="also write the noisy walk (walk.dcd)")
+    sa.add_argument("--resume", action="store_true", help="continue a run from its checkpoint")
+    sa.add_argument("--overwrite", action="store_true")
+    sa.add_argument("--platform", default="CPU", help="OpenMM platform: CPU, CUDA, Reference")
+    sa.add_argument("--threads", type=_positive_int, default=1, help="CPU threads for OpenMM and torch")
+    sa.add_argument("--backend", choices=("auto", "torch", "python"), default="auto")
+    sa.add_argument("--seed", type=int, default=0)
+    sa.add_argument("--quiet", action="store_true")
+    sa.set_defaults(func=cmd_sample)
 
     tr = sub.add_parser("train", help="train a denoiser from a JSON config (torchrun-able for DDP)")
     tr.add_argument("config", help="JSON file with TrainConfig fields (see examples/train_capped_2aa.json)")

@@ -1,0 +1,46 @@
+"""Plots (matplotlib, Agg backend, PNG)."""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def ramachandran(pairs: dict[str, np.ndarray], path: str, reference: dict[str, np.ndarray] | None = None,
+                 title: str = "", labels=("JAMUN", "reference")) -> str:
+    """Log-density Ramachandran plots, one row per residue; sample beside reference if given."""
+    plt = _pyplot()
+    residues = sorted(pairs, key=int)
+    columns = 2 if reference is not None else 1
+    fig, axes = plt.subplots(len(residues), columns, figsize=(4.2 * columns, 3.8 * len(residues)), squeeze=False)
+    edges = np.linspace(-180, 180, 61)
+    for row, residue in enumerate(residues):
+        sets = [(labels[0], pairs[residue])]
+        if reference is not None and residue in reference:
+            sets.append((labels[1], reference[residue]))
+        for column, (label, angles) in enumerate(sets):
+            ax = axes[row, column]
+            hist, _, _ = np.histogram2d(*np.degrees(angles).T, bins=[edges, edges], density=True)
+            with np.errstate(divide="ignore"):
+                image = -np.log(hist.T)
+            ax.imshow(image - np.nanmin(image[np.isfinite(image)]) if np.isfinite(image).any() else image,
+                      origin="lower", extent=(-180, 180, -180, 180), cmap="viridis_r", vmax=8)
+            ax.set_xlabel("φ (deg)")
+            ax.set_ylabel("ψ (deg)")
+            ax.set_title(f"{label}: residue {residue} ({len(angles)} frames)", fontsize=9)
+            ax.set_xticks([-180, -90, 0, 90, 180])
+            ax.set_yticks([-180, -90, 0, 90, 180])
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path

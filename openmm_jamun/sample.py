@@ -1,0 +1,238 @@
+"""The main job: walk-jump sampling of a peptide with a trained model, as OpenMM objects.
+
+``run_sampling`` builds the noised System with K chains, runs JamunIntegrator,
+writes clean frames with JumpReporter (and optionally the noisy walk), a
+StateDataReporter log and a checkpoint that ``resume=True`` continues, then a
+Ramachandran plot. Everything that can be checked is checked before the output
+directory is touched.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import time
+import warnings
+from pathlib import Path
+
+import torch
+
+MODELS_DIR = Path(os.environ.get("JAMUN_MODELS", Path(__file__).resolve().parents[1] / "models"))
+DEFAULT_MODEL = "capped_2aa"
+
+SAMPLES = "samples.dcd"
+WALK = "walk.dcd"
+TOPOLOGY = "topology.pdb"
+LOG = "log.csv"
+CHECKPOINT = "walk.chk"
+RUN = "run.json"
+
+
+def resolve_model(model: str) -> Path:
+    """A model name in models/ ('default' is the shipped one) or a path."""
+    if model == "default":
+        model = DEFAULT_MODEL
+    path = Path(model)
+    if path.is_file():
+        return path
+    candidate = MODELS_DIR / f"{model}.pt"
+    if candidate.is_file():
+        return candidate
+    raise FileNotFoundError(f"model {model!r} not found (neither a file nor {candidate})")
+
+
+def model_card(model_path: Path) -> dict | None:
+    card = model_path.with_suffix(".json")
+    return json.loads(card.read_text()) if card.is_file() else None
+
+
+def denoiser_for(model_path, topology, chains: int):
+    """A TorchScript denoiser for ``topology`` with ``chains`` chains, from a training
+    checkpoint (exported now) or an existing TorchScript export (checked)."""
+    from .model.contract import load_denoiser
+    from .model.export import CHECKPOINT_FORMAT, export_denoiser, load_checkpoint
+
+    model_path = Path(model_path)
+    try:
+        record = torch.load(model_path, map_location="cpu", weights_only=True)
+        is_checkpoint = isinstance(record, dict) and record.get("format") == CHECKPOINT_FORMAT
+    except Exception:
+        is_checkpoint = False
+    if is_checkpoint:
+        denoiser, _ = load_checkpoint(model_path)
+        return export_denoiser(denoiser, topology, chains=chains)
+    module, info = load_denoiser(str(model_path))
+    if info.num_chains != chains:
+        raise ValueError(f"{model_path} is a TorchScript export for {info.num_chains} chain(s); "
+                         f"asked for {chains} (export it again with chains={chains})")
+    return module
+
+
+def read_input(source: str):
+    """(topology, positions, name) from a one-letter sequence (capped) or a PDB file."""
+    from openmm import app
+
+    from .data.build import build_peptide, check_sequence
+    from .model.featurize import RESIDUE_ALIASES, RESIDUES
+
+    if os.path.isfile(source):
+        pdb = app.PDBFile(source)
+        topology, positions = pdb.topology, pdb.getPositions(asNumpy=True)
+        name = Path(source).stem
+    else:
+        if source.lower().endswith((".pdb", ".cif")):
+            raise FileNotFoundError(f"input file not found: {source}")
+        topology, positions = build_peptide(check_sequence(source))
+        name = source.upper()
+    unsupported = sorted({r.name for r in topology.residues()
+                          if RESIDUE_ALIASES.get(r.name, r.name) not in RESIDUES[:-1]})
+    if unsupported:
+        raise ValueError(f"unsupported residue(s) {', '.join(unsupported)} in {source}: the model knows the 20 "
+                         "standard amino acids and ACE/NME caps")
+    return topology, positions, name
+
+
+def _truncate_dcd(path: str, topology_path: str, frames: int) -> None:
+    import mdtraj
+
+    traj = mdtraj.load(path, top=topology_path)
+    if traj.n_frames > frames:
+        tmp = path + ".tmp.dcd"
+        traj[:frames].save_dcd(tmp)
+        os.replace(tmp, path)
+
+
+def run_sampling(source: str, out: str, model: str = "default", steps: int = 10000, chains: int = 1,
+                 interval: int = 10, write_walk: bool = False, resume: bool = False, overwrite: bool = False,
+                 platform: str = "CPU", threads: int | None = 1, backend: str = "auto", seed: int = 0,
+                 progress: bool = True, plot: bool = True) -> dict:
+    """Sample ``source`` (sequence or PDB) into ``out``. Returns the run record (also ``out/run.json``)."""
+    import openmm
+    from openmm import app, unit
+    from tqdm import tqdm
+
+    from . import JamunIntegrator, JumpReporter, create_noised_system, make_jamun_force
+
+    if int(steps) != steps or steps < 1:
+        raise ValueError(f"steps must be a positive integer; got {steps}")
+    if int(chains) != chains or chains < 1:
+        raise ValueError(f"chains must be a positive integer; got {chains}")
+    if int(interval) != interval or interval < 1:
+        raise ValueError(f"interval must be a positive integer; got {interval}")
+    out_path = Path(out)
+    if resume:
+        if not (out_path / CHECKPOINT).is_file():
+            raise FileNotFoundError(f"cannot resume: no {CHECKPOINT} in {out}")
+        record = json.loads((out_path / RUN).read_text())
+        model, chains, interval, write_walk, seed = (record["model"], record["chains"], record["interval"],
+                                                     record["write_walk"], record["seed"])
+        source = record["input"]
+    elif out_path.exists() and any(out_path.iterdir()) and not overwrite:
+        raise FileExistsError(f"output directory {out} exists and is not empty (use --overwrite or --resume)")
+
+    # Everything that can fail on input is checked before the output directory is touched.
+    if threads:
+        torch.set_num_threads(int(threads))
+    model_path = resolve_model(model)
+    topology, positions, name = read_input(source)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # hydrogens are dropped by design here
+        from .model.featurize import featurize
+
+        features = featurize(topology)
+        denoiser = denoiser_for(model_path, topology, chains)
+        walk = create_noised_system(topology, positions, denoiser, chains=chains, seed=seed)
+    force = make_jamun_force(denoiser, backend=backend)
+    integrator = JamunIntegrator(sigma=walk.sigma)
+    integrator.setRandomNumberSeed(seed + 1)
+    plat = openmm.Platform.getPlatformByName(platform)
+    properties = {"Threads": str(int(threads))} if (threads and plat.getName() == "CPU") else {}
+    walk.system.addForce(force)
+    simulation = app.Simulation(walk.topology, walk.system, integrator, plat, properties)
+
+    if not resume and out_path.exists():
+        shutil.rmtree(out_path)
+    out_path.mkdir(parents=True, exist_ok=True)
+    files = {k: str(out_path / v) for k, v in
+             dict(samples=SAMPLES, walk=WALK, topology=TOPOLOGY, log=LOG, checkpoint=CHECKPOINT).items()}
+    if resume:
+        simulation.loadCheckpoint(files["checkpoint"])
+        done = simulation.currentStep // interval
+        _truncate_dcd(files["samples"], files["topology"], done)
+        if write_walk:
+            _truncate_dcd(files["walk"], files["topology"], done)
+        wall_before = record.get("wall_time_s", 0.0)
+    else:
+        simulation.context.setPositions(walk.positions)
+        simulation.context.setVelocities(walk.velocities)
+        with open(files["topology"], "w") as handle:
+            app.PDBFile.writeFile(walk.topology, walk.clean_positions, handle)
+        record = {"input": source, "name": name, "model": str(model_path), "chains": chains, "interval": interval,
+                  "write_walk": write_walk, "seed": seed, "sigma_nm": float(walk.sigma.value_in_unit(unit.nanometer)),
+                  "heavy_atoms": features.num_atoms, "card": model_card(model_path)}
+        wall_before = 0.0
+    append = resume
+    samples = JumpReporter(files["samples"], interval, denoiser=denoiser, append=append)
+    simulation.reporters.append(samples)
+    if write_walk:
+        simulation.reporters.append(app.DCDReporter(files["walk"], interval, append=append))
+    simulation.reporters.append(app.StateDataReporter(files["log"], interval * 10, step=True, time=True,
+                                                      speed=True, elapsedTime=True, append=append))
+    simulation.reporters.append(app.CheckpointReporter(files["checkpoint"], interval))
+    record.update({"steps": steps, "platform": plat.getName(), "threads": threads,
+                   "backend": "torch" if force.getName() == "JamunForce" else "python"})
+
+    def save_record(elapsed):
+        record.update({"steps_done": simulation.currentStep, "frames": simulation.currentStep // interval,
+                       "wall_time_s": round(elapsed, 2),
+                       "steps_per_s": round(simulation.currentStep / max(elapsed, 1e-9), 1)})
+        tmp = out_path / (RUN + ".tmp")
+        tmp.write_text(json.dumps(record, indent=2))
+        os.replace(tmp, out_path / RUN)
+
+    start = time.time()
+    bar = tqdm(total=steps, initial=min(simulation.currentStep, steps), unit="step", disable=not progress,
+               desc=f"JAMUN {name} x{chains}")
+    chunk = interval * 10
+    interrupted = False
+    try:
+        while simulation.currentStep < steps:
+            todo = min(chunk - simulation.currentStep % chunk, steps - simulation.currentStep)
+            simulation.step(todo)
+            bar.update(todo)
+    except KeyboardInterrupt:
+        interrupted = True
+    finally:
+        bar.close()
+        samples.close()
+        for reporter in simulation.reporters:
+            if isinstance(reporter, app.DCDReporter):
+                reporter._out.close()
+        # The checkpoint and trajectories agree at a frame boundary; resume truncates past it.
+        if simulation.currentStep % interval == 0:
+            simulation.saveCheckpoint(files["checkpoint"])
+        save_record(wall_before + time.time() - start)
+    if interrupted:
+        raise KeyboardInterrupt
+    if plot:
+        record["ramachandran"] = plot_ramachandran(out_path)
+        save_record(wall_before + time.time() - start)
+    return record
+
+
+def plot_ramachandran(out_path: Path, reference=None) -> str:
+    """Ramachandran plot of the samples of a run directory (all chains pooled)."""
+    import mdtraj
+
+    from .analysis.plots import ramachandran
+    from .analysis.torsions import backbone_pairs, split_chains, torsions
+
+    traj = split_chains(mdtraj.load(str(out_path / SAMPLES), top=str(out_path / TOPOLOGY)))
+    pairs = backbone_pairs(torsions(traj))
+    ref_pairs = backbone_pairs(torsions(reference)) if reference is not None else None
+    path = str(out_path / "ramachandran.png")
+    return ramachandran(pairs, path, ref_pairs, title=f"{out_path.name}: {traj.n_frames} samples")
+
+
+__all__ = ["run_sampling", "resolve_model", "denoiser_for", "read_input"]
