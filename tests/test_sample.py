@@ -1,0 +1,107 @@
+"""`jamun sample`: the main job end to end on the analytic denoiser, resume, bad input; torsion analysis."""
+
+import json
+import shutil
+import warnings
+
+import mdtraj
+import numpy as np
+import pytest
+import torch
+from openmm import app, unit
+
+from openmm_jamun.analysis.torsions import jsd_1d, jsd_2d
+from openmm_jamun.cli import main
+from openmm_jamun.data.build import build_peptide, write_pdb
+from openmm_jamun.model.featurize import featurize
+from openmm_jamun.model.gaussian import gaussian_denoiser
+from openmm_jamun.sample import run_sampling
+
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.fixture(scope="module")
+def gaussian_model(tmp_path_factory):
+    """The analytic denoiser centred on ACE-ALA-NME's heavy atoms, saved as a TorchScript file."""
+    topology, positions = build_peptide("A")
+    mu = positions.value_in_unit(unit.nanometer)[featurize(topology).atom_indices]
+    path = tmp_path_factory.mktemp("model") / "gauss.pt"
+    torch.jit.save(gaussian_denoiser(mu, s=0.02, sigma=0.04), str(path))
+    return str(path)
+
+
+def test_sample_writes_frames_log_checkpoint_and_plot(gaussian_model, tmp_path):
+    out = tmp_path / "run"
+    code = main(["sample", "A", "--model", gaussian_model, "--steps", "200", "--interval", "10", "--out", str(out),
+                 "--walk", "--quiet"])
+    assert code == 0
+    record = json.loads((out / "run.json").read_text())
+    assert record["frames"] == 20 and record["steps_done"] == 200 and record["steps_per_s"] > 0
+    samples = mdtraj.load(str(out / "samples.dcd"), top=str(out / "topology.pdb"))
+    walk = mdtraj.load(str(out / "walk.dcd"), top=str(out / "topology.pdb"))
+    assert samples.n_frames == walk.n_frames == 20 and samples.n_atoms == 10
+    # jumps are x̂(y) = μ + s²/(s²+σ²)(y − μ): closer to μ than the walk
+    mu = app.PDBFile(str(out / "topology.pdb")).getPositions(asNumpy=True)._value
+    assert np.abs(samples.xyz - mu).mean() < np.abs(walk.xyz - mu).mean()
+    assert (out / "ramachandran.png").read_bytes()[:8] == PNG_MAGIC
+    assert (out / "log.csv").read_text().count("\n") == 3  # header + 2 rows (every 100 steps)
+
+
+def test_resume_appends_exactly_the_missing_frames(gaussian_model, tmp_path):
+    whole = run_sampling("A", str(tmp_path / "whole"), model=gaussian_model, steps=200, seed=4, progress=False,
+                         plot=False)
+    split = tmp_path / "split"
+    run_sampling("A", str(split), model=gaussian_model, steps=50, seed=4, progress=False, plot=False)
+    early_checkpoint = (split / "walk.chk").read_bytes()
+    run_sampling("A", str(split), model=gaussian_model, steps=100, resume=True, progress=False, plot=False)
+    # a crash after frames 6-10 were written but before their checkpoint: back to the step-50 checkpoint
+    (split / "walk.chk").write_bytes(early_checkpoint)
+    run_sampling("A", str(split), model=gaussian_model, steps=200, resume=True, progress=False, plot=False)
+    top = str(tmp_path / "whole" / "topology.pdb")
+    a = mdtraj.load(str(tmp_path / "whole" / "samples.dcd"), top=top).xyz
+    b = mdtraj.load(str(split / "samples.dcd"), top=top).xyz
+    assert whole["frames"] == 20 and b.shape == a.shape
+    np.testing.assert_allclose(b, a, atol=1e-4)  # the same walk: the checkpoint carries the RNG state
+
+
+def test_bad_inputs_give_clear_errors_and_write_nothing(gaussian_model, tmp_path, capsys):
+    out = tmp_path / "out"
+    # --steps 0 and negative
+    for steps in ("0", "-5"):
+        with pytest.raises(SystemExit):
+            main(["sample", "A", "--model", gaussian_model, "--steps", steps, "--out", str(out)])
+    assert "positive" in capsys.readouterr().err
+    # a PDB with a residue the model does not know
+    topology, positions = build_peptide("A", minimize=False)
+    list(topology.residues())[1].name = "XYZ"
+    pdb = tmp_path / "odd.pdb"
+    write_pdb(pdb, topology, positions)
+    with pytest.raises(SystemExit, match="unsupported residue.*XYZ"):
+        main(["sample", str(pdb), "--model", gaussian_model, "--steps", "10", "--out", str(out)])
+    # a model for another topology
+    with pytest.raises(SystemExit, match="denoiser is for 10 atoms"):
+        main(["sample", "AD", "--model", gaussian_model, "--steps", "10", "--out", str(out)])
+    # an unknown residue letter
+    with pytest.raises(SystemExit, match="unknown residue letter"):
+        main(["sample", "AZ", "--model", gaussian_model, "--steps", "10", "--out", str(out)])
+    assert not out.exists()
+    # an output directory that exists: untouched without --overwrite
+    out.mkdir()
+    (out / "keep.txt").write_text("mine")
+    with pytest.raises(SystemExit, match="exists"):
+        main(["sample", "A", "--model", gaussian_model, "--steps", "10", "--out", str(out)])
+    assert [p.name for p in out.iterdir()] == ["keep.txt"]
+    with pytest.raises(SystemExit, match="cannot resume"):
+        main(["sample", "A", "--model", gaussian_model, "--steps", "10", "--out", str(out), "--resume"])
+
+
+def test_jsd_known_values():
+    rng = np.random.default_rng(0)
+    a = rng.uniform(-np.pi, np.pi, 20000)
+    assert jsd_1d(a, a) == 0.0
+    assert jsd_1d(rng.uniform(-3, -1, 5000), rng.uniform(1, 3, 5000)) == pytest.approx(1.0)
+    b = rng.uniform(-np.pi, np.pi, 20000)
+    assert 0 < jsd_1d(a, b) < 0.1  # same law, finite samples
+    pairs = np.stack([a, b], 1)
+    assert jsd_2d(pairs, pairs) == 0.0
+    assert jsd_2d(pairs * 0.1 + 2.0, pairs * 0.1 - 2.0) == pytest.approx(1.0)
