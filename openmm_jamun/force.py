@@ -169,30 +169,41 @@ else:  # pragma: no cover - depends on the install
 
 
 class ScoreComputation:
-    """The callable a PythonForce runs: positions → (0, forces). Picklable for XmlSerializer."""
+    """The callable a PythonForce runs: positions → (0, forces). Picklable for XmlSerializer.
 
-    def __init__(self, score_module: torch.jit.ScriptModule):
-        self.module = score_module
+    ``device`` is where torch evaluates the module ("cpu" or "cuda"); OpenMM hands a
+    PythonForce positions on the host whatever its platform.
+    """
+
+    def __init__(self, score_module: torch.jit.ScriptModule, device: str = "cpu"):
+        self.device = str(device)
+        self.module = score_module.to(self.device)
 
     def __call__(self, state):
         positions = state.getPositions(asNumpy=True).value_in_unit(unit.nanometer)
         with torch.inference_mode():
-            _, forces = self.module(torch.from_numpy(np.ascontiguousarray(positions)))
-        return 0.0, forces.numpy()
+            y = torch.from_numpy(np.ascontiguousarray(positions)).to(self.device)
+            _, forces = self.module(y)
+        return 0.0, forces.cpu().numpy()
 
     def __getstate__(self):
-        return {"module": module_to_bytes(self.module)}
+        return {"module": module_to_bytes(self.module), "device": self.device}
 
     def __setstate__(self, state):
-        self.module = module_from_bytes(state["module"])
+        self.device = state.get("device", "cpu")
+        if self.device.startswith("cuda") and not torch.cuda.is_available():
+            self.device = "cpu"  # a System saved on a GPU machine still loads on a CPU one
+        self.module = module_from_bytes(state["module"]).to(self.device)
 
 
 class JamunPythonForce(_JamunForceMixin, openmm.PythonForce):
-    """The JAMUN score as an ``openmm.PythonForce``: same module, same arguments as :class:`JamunForce`."""
+    """The JAMUN score as an ``openmm.PythonForce``: same module, same arguments as :class:`JamunForce`,
+    plus ``device``, where torch runs the denoiser ("cpu" or "cuda")."""
 
-    def __init__(self, denoiser, sigma=None, temperature=300 * unit.kelvin, score_clip=100 / unit.nanometer):
+    def __init__(self, denoiser, sigma=None, temperature=300 * unit.kelvin, score_clip=100 / unit.nanometer,
+                 device: str = "cpu"):
         score_module, info, kT = build_score_module(denoiser, sigma, temperature, score_clip)
-        super().__init__(ScoreComputation(score_module))
+        super().__init__(ScoreComputation(score_module, device))
         self.setName("JamunPythonForce")
         self.score_module = score_module
         self.denoiser_info = info

@@ -1,3 +1,5 @@
+import os
+
 import numpy as np
 import openmm
 import pytest
@@ -9,7 +11,8 @@ import openmm_jamun as oj
 torch.set_num_threads(1)
 
 BACKENDS = ["torch", "python"]
-PLATFORMS = ["Reference", "CPU"]
+# JAMUN_TEST_PLATFORMS=CUDA runs the exactness tests on a GPU (benchmarks/gpu_check.sh does).
+PLATFORMS = os.environ.get("JAMUN_TEST_PLATFORMS", "Reference,CPU").split(",")
 
 
 def make_walk(denoiser, topology, x0, backend="torch", platform="CPU", seed=0, integrator=None, **force_kwargs):
@@ -18,6 +21,8 @@ def make_walk(denoiser, topology, x0, backend="torch", platform="CPU", seed=0, i
     noised.system.addForce(oj.make_jamun_force(denoiser, backend=backend, **force_kwargs))
     integrator = integrator or oj.JamunIntegrator(sigma=noised.sigma)
     properties = {"Threads": "1"} if platform == "CPU" else {}
+    if platform == "CUDA":
+        properties = {"Precision": "mixed"}
     simulation = app.Simulation(noised.topology, noised.system, integrator,
                                 openmm.Platform.getPlatformByName(platform), properties)
     simulation.context.setPositions(noised.positions)

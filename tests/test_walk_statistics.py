@@ -6,7 +6,7 @@ import pytest
 from openmm import unit
 
 import openmm_jamun as oj
-from conftest import BACKENDS, make_walk
+from conftest import BACKENDS, PLATFORMS, make_walk
 
 SIGMA, S = 0.04, 0.05
 WALK_VAR = S**2 + SIGMA**2
@@ -31,7 +31,7 @@ class _WalkRecorder:
 def test_walk_and_jump_moments(gaussian30, backend, tmp_path):
     denoiser, topology, mu = gaussian30
     mu = mu.value_in_unit(unit.nanometer)
-    simulation, _ = make_walk(denoiser, topology, mu, backend, "CPU", seed=11)
+    simulation, _ = make_walk(denoiser, topology, mu, backend, PLATFORMS[-1], seed=11)
     simulation.step(200)  # burn-in: starts at x + σε, not at a draw of Y
     recorder = _WalkRecorder(5)
     jump_path = tmp_path / "jumps.dcd"

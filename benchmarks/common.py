@@ -1,0 +1,45 @@
+"""Shared pieces of the benchmarks: a pure-PyTorch BAOAB walk (the published code's way) and timers."""
+
+import math
+import time
+
+import torch
+
+
+def torch_baoab(denoiser, y, steps, sigma=0.04, delta=None, friction=1.0, M=1.0, clip=100.0, generator=None):
+    """JAMUN's reference walk in plain torch (CONVENTIONS.md), no OpenMM; returns the final y.
+
+    One denoiser forward per step (the score at the new position is reused by the next step's B).
+    """
+    delta = sigma if delta is None else delta
+    a, b = math.exp(-friction), math.sqrt(-math.expm1(-2 * friction))
+
+    def score(y):
+        s = (denoiser(y) - y) / sigma**2
+        norm = torch.linalg.vector_norm(s, dim=-1, keepdim=True)
+        return s * torch.clamp(clip / norm, max=1.0)
+
+    with torch.inference_mode():
+        v = torch.randn(y.shape, generator=generator, device=y.device) / math.sqrt(M)
+        s = score(y)
+        for _ in range(steps):
+            v = v + 0.5 * delta * s / M
+            y = y + 0.5 * delta * v
+            v = a * v + b / math.sqrt(M) * torch.randn(y.shape, generator=generator, device=y.device)
+            y = y + 0.5 * delta * v
+            s = score(y)
+            v = v + 0.5 * delta * s / M
+    return y
+
+
+def seconds_per_call(function, repeats, warmup=2, synchronize=None):
+    for _ in range(warmup):
+        function()
+    if synchronize:
+        synchronize()
+    start = time.perf_counter()
+    for _ in range(repeats):
+        function()
+    if synchronize:
+        synchronize()
+    return (time.perf_counter() - start) / repeats
