@@ -114,6 +114,20 @@ def cmd_sample(args) -> int:
     return 0
 
 
+def cmd_analyze(args) -> int:
+    from .analysis.report import analyze
+
+    try:
+        result = analyze(args.samples, args.reference, args.out, lag=args.lag, states=args.states, top=args.top)
+    except (ValueError, FileNotFoundError) as error:
+        raise SystemExit(f"error: {error}") from None
+    torsion = result["torsions"]
+    print(f"phi/psi JSD (2-D, mean) {torsion['mean_phi_psi_2d']:.3f}; backbone 1-D {torsion['mean_backbone_1d']:.3f}; "
+          f"TIC0 {result['tica']['jsd_tic0']:.3f}; states {result['msm']['jsd_states']:.3f}; "
+          f"invalid frames {result['validity']['invalid_fraction']:.3f} -> {args.out}/analysis.json")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="jamun", description="JAMUN walk-jump sampling in OpenMM")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -157,6 +171,15 @@ def build_parser() -> argparse.ArgumentParser:
     sa.add_argument("--quiet", action="store_true")
     sa.set_defaults(func=cmd_sample)
 
+    an = sub.add_parser("analyze", help="compare samples with reference MD: torsion JSDs, TICA, MSM states, plots")
+    an.add_argument("samples", help="a `jamun sample` output dir, or a trajectory file with --top")
+    an.add_argument("--reference", required=True, help="a `jamun md` output dir")
+    an.add_argument("--top", default=None, help="topology for a bare samples trajectory")
+    an.add_argument("--out", default=None, help="where to write analysis.json and plots (default: SAMPLES/analysis)")
+    an.add_argument("--lag", type=_positive_int, default=10, help="TICA and MSM lag, in reference frames")
+    an.add_argument("--states", type=_positive_int, default=4, help="PCCA+ metastable states")
+    an.set_defaults(func=cmd_analyze)
+
     tr = sub.add_parser("train", help="train a denoiser from a JSON config (torchrun-able for DDP)")
     tr.add_argument("config", help="JSON file with TrainConfig fields (see examples/train_capped_2aa.json)")
     tr.add_argument("--out", default=None, help="override the config's output directory")
@@ -168,6 +191,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
+    if args.command == "analyze" and args.out is None:
+        args.out = os.path.join(args.samples if os.path.isdir(args.samples) else ".", "analysis")
     try:
         return args.func(args)
     except KeyboardInterrupt:

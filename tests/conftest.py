@@ -40,5 +40,17 @@ def gaussian10():
     return oj.gaussian_example(10, s=0.05 * unit.nanometer, sigma=0.04 * unit.nanometer, seed=1)
 
 
+@pytest.fixture(scope="session")
+def md_root(tmp_path_factory):
+    from openmm_jamun.data.md import run_md
+
+    """Two tiny reference-MD runs: a capped dipeptide and an uncapped tripeptide (20 ps each)."""
+    root = tmp_path_factory.mktemp("md")
+    for seq, caps in (("A", True), ("GAS", False)):
+        run_md(seq, str(root / (seq if caps else f"u{seq}")), ns=0.02, caps=caps, seed=1, threads=1,
+               equilibration=1 * unit.picosecond, progress=False, chunk_frames=10)
+    return root
+
+
 def positions_nm(simulation):
     return simulation.context.getState(getPositions=True).getPositions(asNumpy=True).value_in_unit(unit.nanometer)

@@ -18,16 +18,6 @@ from openmm_jamun.train import TrainConfig, train
 from openmm_jamun.train.trainer import kabsch_align
 
 
-@pytest.fixture(scope="session")
-def md_root(tmp_path_factory):
-    """Two tiny reference-MD runs: a capped dipeptide and an uncapped tripeptide (20 ps each)."""
-    root = tmp_path_factory.mktemp("md")
-    for seq, caps in (("A", True), ("GAS", False)):
-        run_md(seq, str(root / (seq if caps else f"u{seq}")), ns=0.02, caps=caps, seed=1, threads=1,
-               equilibration=1 * unit.picosecond, progress=False, chunk_frames=10)
-    return root
-
-
 def test_build_peptide_capped_and_uncapped():
     topology, positions = build_peptide("AD")
     assert [r.name for r in topology.residues()] == ["ACE", "ALA", "ASP", "NME"]

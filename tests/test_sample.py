@@ -105,3 +105,31 @@ def test_jsd_known_values():
     pairs = np.stack([a, b], 1)
     assert jsd_2d(pairs, pairs) == 0.0
     assert jsd_2d(pairs * 0.1 + 2.0, pairs * 0.1 - 2.0) == pytest.approx(1.0)
+
+
+def test_analyze_writes_json_and_valid_pngs(md_root, tmp_path):
+    out = tmp_path / "analysis"
+    assert main(["analyze", str(md_root / "A"), "--reference", str(md_root / "A"), "--out", str(out),
+                 "--lag", "2", "--states", "2"]) == 0
+    result = json.loads((out / "analysis.json").read_text())
+    assert result["torsions"]["mean_phi_psi_2d"] == 0.0 and result["msm"]["jsd_states"] == 0.0
+    assert result["tica"]["jsd_tic0"] == 0.0 and result["validity"]["invalid_fraction"] == 0.0
+    for name in ("ramachandran.png", "tica.png", "states.png"):
+        assert (out / name).read_bytes()[:8] == PNG_MAGIC
+    with pytest.raises(SystemExit, match="different molecules"):
+        main(["analyze", str(md_root / "A"), "--reference", str(md_root / "uGAS"), "--out", str(tmp_path / "x")])
+
+
+def test_chemical_validity_counts_broken_frames(md_root):
+    from openmm_jamun.analysis.ensemble import bond_lengths, chemical_validity
+    from openmm_jamun.analysis.report import load_heavy
+
+    traj = load_heavy(str(md_root / "A"))
+    reference = bond_lengths(traj)
+    assert chemical_validity(traj, reference)["invalid_fraction"] == 0.0
+    broken = traj[:10]
+    a, b = (atom.index for atom in next(iter(broken.topology.bonds)))
+    direction = broken.xyz[:5, a] - broken.xyz[:5, b]
+    broken.xyz[:5, a] += 0.05 * direction / np.linalg.norm(direction, axis=1, keepdims=True)  # stretch 0.5 Å
+    result = chemical_validity(broken, reference)
+    assert result["broken_bond_fraction"] == 0.5 and result["invalid_fraction"] == 0.5

@@ -44,3 +44,41 @@ def ramachandran(pairs: dict[str, np.ndarray], path: str, reference: dict[str, n
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path
+
+
+def tica_densities(samples: np.ndarray, reference: np.ndarray, path: str, labels=("JAMUN", "reference")) -> str:
+    """TIC0-TIC1 log densities of samples and reference on common axes."""
+    plt = _pyplot()
+    both = np.concatenate([samples[:, :2], reference[:, :2]])
+    ranges = [(both[:, i].min(), both[:, i].max()) for i in range(2)]
+    fig, axes = plt.subplots(1, 2, figsize=(8.4, 3.8), sharex=True, sharey=True)
+    for ax, data, label in zip(axes, (samples, reference), labels):
+        hist, xe, ye = np.histogram2d(data[:, 0], data[:, 1], bins=50, range=ranges, density=True)
+        with np.errstate(divide="ignore"):
+            free = -np.log(hist.T)
+        ax.imshow(free - np.min(free[np.isfinite(free)]), origin="lower", aspect="auto", cmap="viridis_r", vmax=8,
+                  extent=(*ranges[0], *ranges[1]))
+        ax.set_title(f"{label} ({len(data)} frames)", fontsize=9)
+        ax.set_xlabel("TIC0")
+    axes[0].set_ylabel("TIC1")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def state_probabilities(samples: list[float], reference: list[float], path: str,
+                        labels=("JAMUN", "reference")) -> str:
+    """Bar chart of metastable-state probabilities."""
+    plt = _pyplot()
+    index = np.arange(len(samples))
+    fig, ax = plt.subplots(figsize=(4.8, 3.4))
+    ax.bar(index - 0.2, samples, 0.4, label=labels[0])
+    ax.bar(index + 0.2, reference, 0.4, label=labels[1])
+    ax.set_xticks(index, [f"state {i}" for i in index])
+    ax.set_ylabel("probability")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path

@@ -1,0 +1,144 @@
+"""Ensemble comparison of samples against reference MD.
+
+* TICA (deeptime) fitted on the reference's torsion features (sin and cos of every
+  backbone and side-chain torsion); JSD on TIC0 (1-D, 100 bins) and TIC0-TIC1 (2-D, 50×50).
+* Metastable states: k-means (100 clusters) in the reference's TICA space → MSM →
+  PCCA+ into a few states; state probabilities of samples vs reference and their JSD.
+* Decorrelation times: autocorrelation of each torsion's sin and cos and of TIC0; the first
+  lag at which it falls below 1/e, in frames (the caller scales to ps or wall seconds).
+* Chemical validity of each frame: a bonded heavy-atom pair more than 0.2 Å from its
+  reference length, or two heavy atoms more than three bonds apart closer than 0.25 nm
+  (van der Waals contact of C/N/O is ~0.3 nm and the shortest N-H···O heavy-atom distances
+  ~0.27 nm, so 0.25 nm is a clash, not a hydrogen bond).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from scipy.spatial.distance import jensenshannon
+
+from .torsions import torsions
+
+BOND_TOLERANCE_NM = 0.02
+CLASH_NM = 0.25
+
+
+def torsion_features(traj, keys=None) -> tuple[np.ndarray, list[str]]:
+    """sin/cos of the torsions of ``traj`` ([T, 2m]) and the torsion keys used."""
+    angles = torsions(traj)
+    keys = sorted(angles) if keys is None else keys
+    features = np.concatenate([np.stack([np.sin(angles[k]), np.cos(angles[k])], 1) for k in keys], axis=1)
+    return features.astype(np.float64), keys
+
+
+def _jsd_hist(a: np.ndarray, b: np.ndarray, bins) -> float:
+    if a.ndim == 1:
+        lo, hi = min(a.min(), b.min()), max(a.max(), b.max())
+        p = np.histogram(a, bins=bins, range=(lo, hi))[0]
+        q = np.histogram(b, bins=bins, range=(lo, hi))[0]
+    else:
+        ranges = [(min(a[:, i].min(), b[:, i].min()), max(a[:, i].max(), b[:, i].max())) for i in range(2)]
+        p = np.histogram2d(a[:, 0], a[:, 1], bins=bins, range=ranges)[0].ravel()
+        q = np.histogram2d(b[:, 0], b[:, 1], bins=bins, range=ranges)[0].ravel()
+    return float(jensenshannon(p.astype(float), q.astype(float), base=2))
+
+
+def decorrelation_time(series: np.ndarray, max_lag: int | None = None) -> float:
+    """First lag (frames) where the normalised autocorrelation of ``series`` drops below 1/e;
+    inf if it never does within ``max_lag`` (default: a third of the series)."""
+    x = np.asarray(series, dtype=np.float64)
+    x = x - x.mean()
+    var = (x * x).mean()
+    if var == 0:
+        return 0.0
+    n = len(x)
+    max_lag = max_lag or max(1, n // 3)
+    size = 1 << (2 * n - 1).bit_length()
+    spectrum = np.fft.rfft(x, size)
+    acf = np.fft.irfft(spectrum * np.conj(spectrum), size)[:n] / (var * np.arange(n, 0, -1))
+    below = np.nonzero(acf[: max_lag + 1] < 1 / np.e)[0]
+    return float(below[0]) if len(below) else float("inf")
+
+
+def torsion_decorrelation(traj) -> dict[str, float]:
+    """Decorrelation time (frames) of each torsion: the slower of its sin and cos."""
+    out = {}
+    for key, angle in torsions(traj).items():
+        out[key] = max(decorrelation_time(np.sin(angle)), decorrelation_time(np.cos(angle)))
+    return out
+
+
+def chemical_validity(traj, reference_lengths: np.ndarray | None = None) -> dict:
+    """Fraction of frames with a broken bond or a clash (thresholds in the module docstring)."""
+    import networkx as nx
+
+    atoms = list(traj.topology.atoms)
+    bonds = np.array([[b[0].index, b[1].index] for b in traj.topology.bonds], dtype=np.int64).reshape(-1, 2)
+    xyz = traj.xyz
+    lengths = np.linalg.norm(xyz[:, bonds[:, 0]] - xyz[:, bonds[:, 1]], axis=-1)
+    if reference_lengths is None:
+        reference_lengths = np.median(lengths, axis=0)
+    broken = (np.abs(lengths - reference_lengths) > BOND_TOLERANCE_NM).any(axis=1)
+    graph = nx.Graph()
+    graph.add_nodes_from(range(len(atoms)))
+    graph.add_edges_from(bonds.tolist())
+    hops = dict(nx.all_pairs_shortest_path_length(graph, cutoff=3))
+    i, j = np.triu_indices(len(atoms), k=1)
+    far = np.array([b not in hops[a] for a, b in zip(i, j)], dtype=bool)
+    i, j = i[far], j[far]
+    clash = (np.linalg.norm(xyz[:, i] - xyz[:, j], axis=-1) < CLASH_NM).any(axis=1) if len(i) else \
+        np.zeros(len(xyz), bool)
+    invalid = broken | clash
+    return {"frames": int(len(xyz)), "broken_bond_fraction": float(broken.mean()),
+            "clash_fraction": float(clash.mean()), "invalid_fraction": float(invalid.mean()),
+            "bond_tolerance_nm": BOND_TOLERANCE_NM, "clash_threshold_nm": CLASH_NM}
+
+
+def bond_lengths(traj) -> np.ndarray:
+    bonds = np.array([[b[0].index, b[1].index] for b in traj.topology.bonds], dtype=np.int64).reshape(-1, 2)
+    return np.linalg.norm(traj.xyz[:, bonds[:, 0]] - traj.xyz[:, bonds[:, 1]], axis=-1).mean(axis=0)
+
+
+def compare_ensembles(samples, reference, lag: int = 10, clusters: int = 100, states: int = 4,
+                      seed: int = 0) -> dict:
+    """Every comparison of this module; ``samples`` and ``reference`` are heavy-atom
+    trajectories of the same molecule (same atom order)."""
+    from deeptime.clustering import KMeans
+    from deeptime.decomposition import TICA
+    from deeptime.markov.msm import MaximumLikelihoodMSM
+
+    from .torsions import torsion_jsds
+
+    ref_features, keys = torsion_features(reference)
+    sample_features, _ = torsion_features(samples, keys)
+    tica = TICA(lagtime=lag, dim=2).fit(ref_features).fetch_model()
+    ref_tics, sample_tics = tica.transform(ref_features), tica.transform(sample_features)
+    result = {"torsions": torsion_jsds(samples, reference),
+              "tica": {"lag_frames": lag, "jsd_tic0": _jsd_hist(sample_tics[:, 0], ref_tics[:, 0], 100),
+                       "jsd_tic0_tic1": _jsd_hist(sample_tics[:, :2], ref_tics[:, :2], 50)}}
+
+    k = min(clusters, max(2, len(ref_tics) // 20))
+    kmeans = KMeans(n_clusters=k, max_iter=100, fixed_seed=seed, n_jobs=1).fit(ref_tics).fetch_model()
+    ref_dtraj = kmeans.transform(ref_tics)
+    msm = MaximumLikelihoodMSM(reversible=True, lagtime=lag).fit(ref_dtraj).fetch_model()
+    n_states = min(states, msm.n_states)
+    pcca = msm.pcca(n_states)
+    # clusters outside the MSM's largest connected set get no state: count them apart
+    state_of_cluster = np.full(k, -1)
+    state_of_cluster[msm.state_symbols()] = pcca.assignments
+    sample_states = state_of_cluster[kmeans.transform(sample_tics)]
+    ref_states = state_of_cluster[ref_dtraj]
+    p = np.bincount(sample_states[sample_states >= 0], minlength=n_states) / max(1, len(sample_states))
+    q = np.bincount(ref_states[ref_states >= 0], minlength=n_states) / max(1, len(ref_states))
+    result["msm"] = {"clusters": int(k), "states": int(n_states), "lag_frames": lag,
+                     "sample_probabilities": p.tolist(), "reference_probabilities": q.tolist(),
+                     "msm_stationary": pcca.coarse_grained_stationary_probability.tolist(),
+                     "jsd_states": float(jensenshannon(p + 1e-12, q + 1e-12, base=2)),
+                     "sample_unassigned_fraction": float((sample_states < 0).mean())}
+    result["decorrelation_frames"] = {
+        "samples": {**torsion_decorrelation(samples), "tic0": decorrelation_time(sample_tics[:, 0])},
+        "reference": {**torsion_decorrelation(reference), "tic0": decorrelation_time(ref_tics[:, 0])},
+    }
+    result["validity"] = chemical_validity(samples, bond_lengths(reference))
+    result["_projections"] = {"samples": sample_tics, "reference": ref_tics}
+    return result

@@ -1,0 +1,57 @@
+"""`jamun analyze`: compare a sample run (or any trajectory) with reference MD; JSON + PNG plots."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+
+def load_heavy(path: str, topology: str | None = None):
+    """A heavy-atom trajectory from a `jamun sample` run dir, a `jamun md` dir, or a trajectory file.
+    K-chain sample runs are pooled into one chain."""
+    import mdtraj
+
+    from .torsions import split_chains
+
+    p = Path(path)
+    if p.is_dir():
+        for traj_name, top_name in (("samples.dcd", "topology.pdb"), ("traj.xtc", "topology.pdb")):
+            if (p / traj_name).is_file():
+                path, topology = str(p / traj_name), str(p / top_name)
+                break
+        else:
+            raise FileNotFoundError(f"{p} holds neither samples.dcd (jamun sample) nor traj.xtc (jamun md)")
+    elif topology is None:
+        raise ValueError(f"{path}: give --top for a bare trajectory file")
+    traj = mdtraj.load(path, top=topology)
+    traj = traj.atom_slice(traj.topology.select("not element H"))
+    return split_chains(traj)
+
+
+def analyze(samples: str, reference: str, out: str, lag: int = 10, states: int = 4, top: str | None = None) -> dict:
+    from .ensemble import compare_ensembles
+    from .plots import ramachandran, state_probabilities, tica_densities
+    from .torsions import backbone_pairs, torsions
+
+    sample_traj, ref_traj = load_heavy(samples, top), load_heavy(reference)
+    ours = [f"{a.residue.name}:{a.name}" for a in sample_traj.topology.atoms]
+    theirs = [f"{a.residue.name}:{a.name}" for a in ref_traj.topology.atoms]
+    if ours != theirs:
+        raise ValueError(f"samples and reference are different molecules ({len(ours)} vs {len(theirs)} heavy atoms, "
+                         "or other atom names)")
+    result = compare_ensembles(sample_traj, ref_traj, lag=lag, states=states)
+    projections = result.pop("_projections")
+    os.makedirs(out, exist_ok=True)
+    result["plots"] = {
+        "ramachandran": ramachandran(backbone_pairs(torsions(sample_traj)), os.path.join(out, "ramachandran.png"),
+                                     backbone_pairs(torsions(ref_traj))),
+        "tica": tica_densities(projections["samples"], projections["reference"], os.path.join(out, "tica.png")),
+        "states": state_probabilities(result["msm"]["sample_probabilities"],
+                                      result["msm"]["reference_probabilities"], os.path.join(out, "states.png")),
+    }
+    result["inputs"] = {"samples": samples, "reference": reference, "sample_frames": int(sample_traj.n_frames),
+                        "reference_frames": int(ref_traj.n_frames)}
+    with open(os.path.join(out, "analysis.json"), "w") as handle:
+        json.dump(result, handle, indent=2, default=float)
+    return result
