@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import json
 import os
 from typing import List
 
@@ -12,10 +13,15 @@ from e3nn.util.jit import compile as e3nn_compile
 from e3nn.util.jit import compile_mode
 
 from .contract import FORMAT_VERSION, load_denoiser
-from .featurize import TopologyFeatures, featurize
+from .featurize import ATOM_NAMES, ELEMENTS, RESIDUES, TopologyFeatures, featurize
 from .network import Denoiser, NetworkConfig, chain_edges, count_parameters
 
 CHECKPOINT_FORMAT = "openmm-jamun-checkpoint-1"
+
+
+def vocabulary() -> dict:
+    """The feature vocabularies a model's embeddings are indexed by."""
+    return {"elements": list(ELEMENTS), "atom_names": list(ATOM_NAMES), "residues": list(RESIDUES)}
 
 
 @compile_mode("script")
@@ -87,6 +93,7 @@ def save_checkpoint(path, denoiser: Denoiser, **extra) -> None:
         "sigma": denoiser.sigma,
         "average_squared_distance": denoiser.average_squared_distance,
         "state_dict": denoiser.state_dict(),
+        "vocabulary": vocabulary(),
         **extra,
     }
     tmp = os.fspath(path) + ".tmp"
@@ -99,9 +106,35 @@ def load_checkpoint(path) -> tuple[Denoiser, dict]:
     record = torch.load(os.fspath(path), map_location="cpu", weights_only=True)
     if not isinstance(record, dict) or record.get("format") != CHECKPOINT_FORMAT:
         raise ValueError(f"{path} is not an openmm-jamun training checkpoint")
+    if record.get("vocabulary", vocabulary()) != vocabulary():
+        raise ValueError(f"{path} was trained with another feature vocabulary than this openmm-jamun's")
     denoiser = Denoiser(NetworkConfig.from_dict(record["config"]), record["sigma"], record["average_squared_distance"])
     denoiser.load_state_dict(record["state_dict"])
     return denoiser, record
 
 
-__all__ = ["ExportedDenoiser", "export_denoiser", "save_checkpoint", "load_checkpoint", "count_parameters"]
+def write_release(checkpoint, model_path, card: dict) -> dict:
+    """Ship a trained checkpoint: weights, config, A, σ and vocabulary only (no optimizer state)
+    at ``model_path``, and its card (JSON) beside it with the same stem."""
+    denoiser, record = load_checkpoint(checkpoint)
+    keep = {k: record[k] for k in ("step", "best_val_loss", "train", "val", "train_frames") if k in record}
+    save_checkpoint(model_path, denoiser, **keep)
+    card = {
+        "format": CHECKPOINT_FORMAT,
+        "export_format_version": FORMAT_VERSION,
+        "sigma_nm": denoiser.sigma,
+        "average_squared_distance_nm2": denoiser.average_squared_distance,
+        "parameters": count_parameters(denoiser),
+        "config": denoiser.config.to_dict(),
+        "vocabulary": vocabulary(),
+        **keep,
+        **card,
+    }
+    card_path = os.path.splitext(os.fspath(model_path))[0] + ".json"
+    with open(card_path, "w") as handle:
+        json.dump(card, handle, indent=2)
+    return card
+
+
+__all__ = ["ExportedDenoiser", "export_denoiser", "save_checkpoint", "load_checkpoint", "count_parameters",
+           "write_release", "vocabulary"]
