@@ -128,6 +128,28 @@ def cmd_analyze(args) -> int:
     return 0
 
 
+def cmd_export(args) -> int:
+    from .sample import denoiser_for, read_input, resolve_model
+
+    topology, _, name = read_input(args.input)
+    module = denoiser_for(resolve_model(args.model), topology, args.chains)
+    import torch
+
+    torch.jit.save(module, args.out)
+    print(f"TorchScript denoiser for {name} ({module.num_atoms} atoms, {args.chains} chain(s)) -> {args.out}")
+    return 0
+
+
+def cmd_release(args) -> int:
+    from .model.export import write_release
+
+    extra = json.loads(open(args.card).read()) if args.card else {}
+    card = write_release(args.checkpoint, args.out, extra)
+    print(f"released {args.out} ({card['parameters']} parameters, best validation loss "
+          f"{card.get('best_val_loss')}) with its card")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="jamun", description="JAMUN walk-jump sampling in OpenMM")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -179,6 +201,19 @@ def build_parser() -> argparse.ArgumentParser:
     an.add_argument("--lag", type=_positive_int, default=10, help="TICA and MSM lag, in reference frames")
     an.add_argument("--states", type=_positive_int, default=4, help="PCCA+ metastable states")
     an.set_defaults(func=cmd_analyze)
+
+    ex = sub.add_parser("export", help="TorchScript denoiser for one peptide (K chains), e.g. for JamunForce")
+    ex.add_argument("input", help="one-letter sequence or PDB file")
+    ex.add_argument("--model", default="default")
+    ex.add_argument("--chains", type=_positive_int, default=1)
+    ex.add_argument("--out", required=True)
+    ex.set_defaults(func=cmd_export)
+
+    rl = sub.add_parser("release", help="ship a training checkpoint as a model (weights only) with its JSON card")
+    rl.add_argument("checkpoint")
+    rl.add_argument("--out", required=True, help="e.g. models/capped_2aa.pt (the card goes beside it)")
+    rl.add_argument("--card", default=None, help="JSON file of extra card fields (evaluation, hardware, ...)")
+    rl.set_defaults(func=cmd_release)
 
     tr = sub.add_parser("train", help="train a denoiser from a JSON config (torchrun-able for DDP)")
     tr.add_argument("config", help="JSON file with TrainConfig fields (see examples/train_capped_2aa.json)")

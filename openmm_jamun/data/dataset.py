@@ -86,6 +86,10 @@ class GraphBatch:
     bond_adjacency: torch.Tensor  # [N, N] bool, block diagonal
     num_graphs: int
 
+    def to(self, device) -> "GraphBatch":
+        fields = {k: (v.to(device) if isinstance(v, torch.Tensor) else v) for k, v in self.__dict__.items()}
+        return GraphBatch(**fields)
+
 
 def make_batch(items: list[tuple[PeptideFrames, int]]) -> GraphBatch:
     """Batch (peptide, frame index) pairs into one graph batch."""

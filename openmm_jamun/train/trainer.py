@@ -43,6 +43,8 @@ class TrainConfig:
     seed: int = 0
     threads: int | None = None
     align: bool = True
+    device: str = "cpu"  # "cuda" trains on a GPU (single process)
+    max_wall_s: float | None = None  # stop (with a checkpoint) once this much wall time is spent
 
     @classmethod
     def from_file(cls, path: str) -> "TrainConfig":
@@ -61,8 +63,9 @@ class TrainConfig:
 
 
 def _segment_mean(values: torch.Tensor, index: torch.Tensor, count: int) -> torch.Tensor:
-    sums = torch.zeros(count, *values.shape[1:], dtype=values.dtype).index_add(0, index, values)
-    sizes = torch.zeros(count, dtype=values.dtype).index_add(0, index, torch.ones_like(index, dtype=values.dtype))
+    sums = torch.zeros(count, *values.shape[1:], dtype=values.dtype, device=values.device).index_add(0, index, values)
+    sizes = torch.zeros(count, dtype=values.dtype, device=values.device).index_add(
+        0, index, torch.ones_like(index, dtype=values.dtype))
     return sums / sizes.reshape(-1, *([1] * (values.dim() - 1)))
 
 
@@ -72,7 +75,8 @@ def center(positions: torch.Tensor, graph_index: torch.Tensor, num_graphs: int) 
 
 def kabsch_align(y: torch.Tensor, x: torch.Tensor, graph_index: torch.Tensor, num_graphs: int) -> torch.Tensor:
     """Rotate each (centred) graph of y onto the same graph of x (proper rotations only)."""
-    H = torch.zeros(num_graphs, 3, 3, dtype=y.dtype).index_add(0, graph_index, y.unsqueeze(2) * x.unsqueeze(1))
+    H = torch.zeros(num_graphs, 3, 3, dtype=y.dtype, device=y.device).index_add(
+        0, graph_index, y.unsqueeze(2) * x.unsqueeze(1))
     U, _, Vt = torch.linalg.svd(H)
     d = torch.sign(torch.linalg.det(Vt.transpose(1, 2) @ U.transpose(1, 2)))
     D = torch.diag_embed(torch.stack([torch.ones_like(d), torch.ones_like(d), d], dim=1))
@@ -85,7 +89,7 @@ def denoising_loss(model, batch: GraphBatch, sigma: float, c_out: float, generat
     """Per-graph weighted loss ‖x̂(y) − x‖²/c_out² (sum over xyz, mean over atoms)."""
     x = center(batch.positions, batch.graph_index, batch.num_graphs)
     with torch.no_grad():
-        y = x + sigma * torch.randn(x.shape, generator=generator)
+        y = x + sigma * torch.randn(x.shape, generator=generator).to(x.device)
         y = center(y, batch.graph_index, batch.num_graphs)
         if align:
             y = kabsch_align(y, x, batch.graph_index, batch.num_graphs)
@@ -117,7 +121,7 @@ def validation_loss(denoiser: Denoiser, peptides, config: TrainConfig) -> float:
     losses = []
     with torch.no_grad():
         for i in range(config.val_batches):
-            batch = sampler.sample(config.batch_size)
+            batch = sampler.sample(config.batch_size).to(config.device)
             losses.append(denoising_loss(denoiser, batch, config.sigma, denoiser.c_out,
                                          _generator(config.seed, 0, i, 3), config.align).mean().item())
     return float(sum(losses) / len(losses))
@@ -149,6 +153,7 @@ def train(config: TrainConfig, progress: bool = True) -> dict:
     if abs(denoiser.sigma - config.sigma) > 1e-12:
         raise ValueError(f"checkpoint sigma {denoiser.sigma} differs from config sigma {config.sigma}")
 
+    denoiser = denoiser.to(config.device)
     model = denoiser
     if world > 1:
         model = torch.nn.parallel.DistributedDataParallel(denoiser)
@@ -172,10 +177,11 @@ def train(config: TrainConfig, progress: bool = True) -> dict:
                  "val": list(config.val), "train_frames": frames}
         save_checkpoint(checkpoint_path, denoiser, **extra)
 
+    step = start_step
     try:
         for step in range(start_step + 1, config.max_steps + 1):
             sampler.generator = _generator(config.seed, rank, step, 0)
-            batch = sampler.sample(per_rank_batch)
+            batch = sampler.sample(per_rank_batch).to(config.device)
             loss = denoising_loss(model, batch, config.sigma, denoiser.c_out,
                                   _generator(config.seed, rank, step, 1), config.align).mean()
             optimizer.zero_grad(set_to_none=True)
@@ -193,16 +199,19 @@ def train(config: TrainConfig, progress: bool = True) -> dict:
                     best = val
                     save_checkpoint(os.path.join(config.out, BEST), denoiser, step=step, best_val_loss=best,
                                     train=list(config.train), val=list(config.val), train_frames=frames)
-            if rank == 0 and (step % config.checkpoint_every == 0 or step == config.max_steps):
+            out_of_time = config.max_wall_s is not None and time.time() - start > config.max_wall_s
+            if rank == 0 and (step % config.checkpoint_every == 0 or step == config.max_steps or out_of_time):
                 save(step)
             if entry is not None:
                 log.write(json.dumps(entry) + "\n")
                 log.flush()
+            if out_of_time:  # every rank measures its own clock; DDP users set max_steps instead
+                break
     finally:  # an interrupted run resumes from its last checkpoint
         bar.close()
         if log is not None:
             log.close()
-    summary.update({"steps": config.max_steps, "last_loss": loss_value, "best_val_loss": best,
+    summary.update({"steps": step, "last_loss": loss_value, "best_val_loss": best,
                     "wall_time_s": round(wall_before + time.time() - start, 1)})
     if world > 1:
         import torch.distributed as dist

@@ -1,0 +1,87 @@
+"""The shipped default model: it loads, its card tells the truth, and it samples an unseen dipeptide."""
+
+import json
+import warnings
+
+import mdtraj
+import numpy as np
+import openmm
+import pytest
+import torch
+from openmm import app
+
+import openmm_jamun as oj
+from openmm_jamun.cli import main
+from openmm_jamun.data.build import build_peptide
+from openmm_jamun.model.contract import FORMAT_VERSION
+from openmm_jamun.model.export import CHECKPOINT_FORMAT, export_denoiser, load_checkpoint, vocabulary
+from openmm_jamun.model.network import count_parameters
+from openmm_jamun.sample import MODELS_DIR, model_card, resolve_model
+
+UNSEEN = "AA"  # capped alanine dipeptide: the card's training list must not hold it
+
+
+@pytest.fixture(scope="module")
+def shipped():
+    path = resolve_model("default")
+    denoiser, record = load_checkpoint(path)
+    return path, denoiser, record, model_card(path)
+
+
+def test_model_file_is_small_and_card_matches(shipped):
+    path, denoiser, record, card = shipped
+    assert path.parent == MODELS_DIR and path.stat().st_size < 5 * 2**20
+    assert card is not None, "models/capped_2aa.json (the model card) is missing"
+    assert card["format"] == CHECKPOINT_FORMAT and card["export_format_version"] == FORMAT_VERSION
+    assert card["sigma_nm"] == denoiser.sigma == 0.04
+    assert card["average_squared_distance_nm2"] == pytest.approx(denoiser.average_squared_distance)
+    assert card["vocabulary"] == vocabulary() == record["vocabulary"]
+    assert card["parameters"] == count_parameters(denoiser)
+    assert card["train"] == record["train"] and len(card["train"]) >= 10 and len(card["val"]) >= 3
+    assert not set(card["train"]) & set(card["val"])
+    assert UNSEEN not in card["train"] and UNSEEN not in card["val"]
+    for key in ("train_frames", "training_time_s", "hardware", "best_val_loss"):
+        assert key in card, key
+
+
+def test_walk_on_unseen_dipeptide_keeps_chemistry(shipped):
+    _, denoiser, _, _ = shipped
+    topology, positions = build_peptide(UNSEEN)
+    module = export_denoiser(denoiser, topology)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        walk = oj.create_noised_system(topology, positions, module, seed=0)
+    walk.system.addForce(oj.JamunForce(module))
+    simulation = app.Simulation(walk.topology, walk.system, oj.JamunIntegrator(),
+                                openmm.Platform.getPlatformByName("CPU"), {"Threads": "1"})
+    simulation.context.setPositions(walk.positions)
+    simulation.context.setVelocities(walk.velocities)
+    frames = []
+
+    class Jumps:
+        def describeNextReport(self, sim):
+            return {"steps": 10 - sim.currentStep % 10, "periodic": False, "include": ["positions"]}
+
+        def report(self, sim, state):
+            y = state.getPositions(asNumpy=True)._value
+            with torch.inference_mode():
+                frames.append(module(torch.tensor(y, dtype=torch.float32)).numpy())
+
+    simulation.reporters.append(Jumps())
+    simulation.step(200)
+    x = np.array(frames)
+    assert x.shape == (20, 15, 3) and np.isfinite(x).all()
+    bonds = np.array([[b[0].index, b[1].index] for b in walk.topology.bonds()])
+    reference = np.linalg.norm(walk.clean_positions._value[bonds[:, 0]] - walk.clean_positions._value[bonds[:, 1]], axis=1)
+    lengths = np.linalg.norm(x[:, bonds[:, 0]] - x[:, bonds[:, 1]], axis=-1)
+    assert np.abs(lengths - reference).max() < 0.02  # 0.2 Å
+
+
+def test_jamun_sample_with_default_model(tmp_path):
+    out = tmp_path / "aa"
+    assert main(["sample", UNSEEN, "--steps", "300", "--chains", "2", "--out", str(out), "--quiet"]) == 0
+    record = json.loads((out / "run.json").read_text())
+    assert record["frames"] == 30 and record["card"]["train"]
+    samples = mdtraj.load(str(out / "samples.dcd"), top=str(out / "topology.pdb"))
+    assert samples.n_frames == 30 and samples.n_atoms == 30 and np.isfinite(samples.xyz).all()
+    assert (out / "ramachandran.png").stat().st_size > 1000
