@@ -143,7 +143,11 @@ def run_sampling(source: str, out: str, model: str = "default", steps: int = 100
         features = featurize(topology)
         denoiser = denoiser_for(model_path, topology, chains)
         walk = create_noised_system(topology, positions, denoiser, chains=chains, seed=seed)
-    force = make_jamun_force(denoiser, backend=backend)
+    from .force import default_backend
+
+    backend = default_backend() if backend == "auto" else backend
+    extra = {"device": "cuda"} if (backend == "python" and platform == "CUDA") else {}
+    force = make_jamun_force(denoiser, backend=backend, **extra)
     integrator = JamunIntegrator(sigma=walk.sigma)
     integrator.setRandomNumberSeed(seed + 1)
     plat = openmm.Platform.getPlatformByName(platform)

@@ -191,7 +191,8 @@ def train(config: TrainConfig, progress: bool = True) -> dict:
             bar.update(1)
             bar.set_postfix(loss=f"{loss_value:.3f}")
             entry = None
-            if rank == 0 and (step % config.val_every == 0 or step == config.max_steps):
+            out_of_time = config.max_wall_s is not None and time.time() - start > config.max_wall_s
+            if rank == 0 and (step % config.val_every == 0 or step == config.max_steps or out_of_time):
                 val = validation_loss(denoiser, val_set, config)
                 entry = {"step": step, "loss": loss_value, "val_loss": val,
                          "wall_time_s": round(wall_before + time.time() - start, 1)}
@@ -199,7 +200,6 @@ def train(config: TrainConfig, progress: bool = True) -> dict:
                     best = val
                     save_checkpoint(os.path.join(config.out, BEST), denoiser, step=step, best_val_loss=best,
                                     train=list(config.train), val=list(config.val), train_frames=frames)
-            out_of_time = config.max_wall_s is not None and time.time() - start > config.max_wall_s
             if rank == 0 and (step % config.checkpoint_every == 0 or step == config.max_steps or out_of_time):
                 save(step)
             if entry is not None:
