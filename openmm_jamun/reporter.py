@@ -29,6 +29,19 @@ def trajectory_format(path) -> str:
     return FORMATS[ext]
 
 
+def truncate_trajectory(path, topology_path, frames: int) -> None:
+    """Cut a trajectory file back to its first ``frames`` frames, atomically (used on resume to drop
+    frames written after the checkpoint that the run restarts from)."""
+    import mdtraj
+
+    traj = mdtraj.load(os.fspath(path), top=os.fspath(topology_path))
+    if traj.n_frames > frames:
+        base, ext = os.path.splitext(os.fspath(path))
+        tmp = f"{base}.tmp{ext}"
+        traj[:frames].save(tmp)
+        os.replace(tmp, path)
+
+
 class _PDBModels:
     """Multi-model PDB written one MODEL at a time (appends continue the numbering)."""
 

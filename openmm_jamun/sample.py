@@ -93,16 +93,6 @@ def read_input(source: str):
     return topology, positions, name
 
 
-def _truncate_dcd(path: str, topology_path: str, frames: int) -> None:
-    import mdtraj
-
-    traj = mdtraj.load(path, top=topology_path)
-    if traj.n_frames > frames:
-        tmp = path + ".tmp.dcd"
-        traj[:frames].save_dcd(tmp)
-        os.replace(tmp, path)
-
-
 def run_sampling(source: str, out: str, model: str = "default", steps: int = 10000, chains: int = 1,
                  interval: int = 10, write_walk: bool = False, resume: bool = False, overwrite: bool = False,
                  platform: str = "CPU", threads: int | None = 1, backend: str = "auto", seed: int = 0,
@@ -113,6 +103,7 @@ def run_sampling(source: str, out: str, model: str = "default", steps: int = 100
     from tqdm import tqdm
 
     from . import JamunIntegrator, JumpReporter, create_noised_system, make_jamun_force
+    from .reporter import truncate_trajectory
 
     if int(steps) != steps or steps < 1:
         raise ValueError(f"steps must be a positive integer; got {steps}")
@@ -163,9 +154,9 @@ def run_sampling(source: str, out: str, model: str = "default", steps: int = 100
     if resume:
         simulation.loadCheckpoint(files["checkpoint"])
         done = simulation.currentStep // interval
-        _truncate_dcd(files["samples"], files["topology"], done)
+        truncate_trajectory(files["samples"], files["topology"], done)
         if write_walk:
-            _truncate_dcd(files["walk"], files["topology"], done)
+            truncate_trajectory(files["walk"], files["topology"], done)
         wall_before = record.get("wall_time_s", 0.0)
     else:
         simulation.context.setPositions(walk.positions)

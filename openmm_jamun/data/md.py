@@ -16,6 +16,7 @@ import time
 import openmm
 from openmm import app, unit
 
+from ..reporter import truncate_trajectory
 from .build import FORCE_FIELD_FILES, build_peptide, forcefield, peptide_name, write_pdb
 
 TOPOLOGY_FILE = "topology.pdb"
@@ -30,17 +31,6 @@ def _platform(name: str | None, threads: int | None):
     if platform.getName() == "CPU" and threads:
         properties["Threads"] = str(int(threads))
     return platform, properties
-
-
-def _truncate_xtc(path: str, topology_path: str, frames: int) -> None:
-    """Cut an XTC back to its first ``frames`` frames (frames written after the last checkpoint)."""
-    import mdtraj
-
-    traj = mdtraj.load(path, top=topology_path)
-    if traj.n_frames > frames:
-        tmp = path + ".tmp.xtc"
-        traj[:frames].save_xtc(tmp)
-        os.replace(tmp, path)
 
 
 def run_md(structure: str, out_dir: str, ns: float = 10.0, *, caps: bool = True, seed: int = 0,
@@ -95,7 +85,7 @@ def run_md(structure: str, out_dir: str, ns: float = 10.0, *, caps: bool = True,
         simulation.loadCheckpoint(chk_path)
         done_frames = max(0, (simulation.currentStep - equil_steps) // steps_per_frame)
         if os.path.isfile(xtc_path):
-            _truncate_xtc(xtc_path, top_path, done_frames)
+            truncate_trajectory(xtc_path, top_path, done_frames)
     else:
         simulation.context.setPositions(positions)
         simulation.minimizeEnergy()
