@@ -211,7 +211,7 @@ def train(config: TrainConfig, progress: bool = True) -> dict:
         bar.close()
         if log is not None:
             log.close()
-    summary.update({"steps": step, "last_loss": loss_value, "best_val_loss": best,
+    summary.update({"steps": step, "last_loss": loss_value, "best_val_loss": best if math.isfinite(best) else None,
                     "wall_time_s": round(wall_before + time.time() - start, 1)})
     if world > 1:
         import torch.distributed as dist
