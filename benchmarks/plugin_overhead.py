@@ -12,7 +12,7 @@ import time
 import numpy as np
 import openmm
 import torch
-from openmm import app, unit
+from openmm import app
 
 import openmm_jamun as oj
 

@@ -13,7 +13,7 @@ import warnings
 import mdtraj
 import numpy as np
 import openmm
-from openmm import app, unit
+from openmm import app
 
 from openmm_jamun import JamunForce, JamunIntegrator, JumpReporter, create_noised_system
 from openmm_jamun.data.build import build_peptide

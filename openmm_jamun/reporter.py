@@ -112,7 +112,7 @@ class JumpReporter:
             raise FileNotFoundError(f"cannot append: {self._path} does not exist")
         if self._format == "hdf5":
             try:
-                import tables  # noqa: F401
+                import tables  # noqa: F401  (availability check)
             except ImportError as error:
                 raise ImportError("writing .h5 trajectories needs PyTables ('pip install tables')") from error
         self._denoiser = None

@@ -2,7 +2,6 @@
 
 import mdtraj
 import numpy as np
-import openmm
 import pytest
 from openmm import app, unit
 

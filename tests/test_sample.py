@@ -1,8 +1,6 @@
 """`jamun sample`: the main job end to end on the analytic denoiser, resume, bad input; torsion analysis."""
 
 import json
-import shutil
-import warnings
 
 import mdtraj
 import numpy as np
