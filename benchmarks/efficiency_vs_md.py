@@ -24,8 +24,7 @@ from openmm import app, unit
 from openmm_jamun.analysis.ensemble import decorrelation_time
 from openmm_jamun.analysis.report import load_heavy
 from openmm_jamun.analysis.torsions import backbone_pairs, jsd_2d, torsions
-from openmm_jamun.data.build import build_peptide
-from openmm_jamun.data.md import run_md
+from openmm_jamun.data.build import build_peptide, forcefield
 from openmm_jamun.sample import run_sampling
 
 
@@ -33,7 +32,7 @@ def jsd_curve(traj, reference_pairs, wall_seconds, points=12):
     """(wall seconds, mean φ/ψ JSD of the first frames) at log-spaced prefixes; frames are uniform in time."""
     pairs = backbone_pairs(torsions(traj))
     n = traj.n_frames
-    counts = np.unique(np.geomspace(max(10, n // 200), n, points).astype(int))
+    counts = np.unique(np.geomspace(min(n, max(10, n // 200)), n, points).astype(int))
     curve = []
     for c in counts:
         jsd = np.mean([jsd_2d(pairs[r][:c], reference_pairs[r]) for r in reference_pairs])
@@ -55,33 +54,46 @@ def decorrelation_seconds(traj, wall_seconds):
     return frames * wall_seconds / traj.n_frames
 
 
-def run_tip3p(sequence, out, wall):
-    """Explicit-solvent MD (amber14 + TIP3P, PME, 1 nm padding, 2 fs) for ``wall`` seconds; frames every ps."""
+def timed_md(sequence, out, wall, solvent):
+    """Plain MD of the capped peptide for ``wall`` seconds of production, frames every ps (heavy atoms).
+
+    Both solvents get the same treatment: build, minimise, 10 ps of untimed equilibration (JAMUN's
+    chains start from the same built structure without one), then a timed LangevinMiddle 2 fs run
+    with HBond constraints at 300 K on one CPU thread. GBn2 is the reference's own force field;
+    TIP3P is amber14 + TIP3P water, PME, 1 nm padding.
+    """
+    import mdtraj
+
     topology, positions = build_peptide(sequence)
-    ff = app.ForceField("amber14-all.xml", "amber14/tip3p.xml")
-    modeller = app.Modeller(topology, positions)
-    modeller.addSolvent(ff, padding=1.0 * unit.nanometer)
-    system = ff.createSystem(modeller.topology, nonbondedMethod=app.PME, nonbondedCutoff=0.9 * unit.nanometer,
-                             constraints=app.HBonds)
+    if solvent == "gbn2":
+        ff = forcefield()
+        system = ff.createSystem(topology, nonbondedMethod=app.NoCutoff, constraints=app.HBonds)
+    else:
+        ff = app.ForceField("amber14-all.xml", "amber14/tip3p.xml")
+        modeller = app.Modeller(topology, positions)
+        modeller.addSolvent(ff, padding=1.0 * unit.nanometer)
+        topology, positions = modeller.topology, modeller.positions
+        system = ff.createSystem(topology, nonbondedMethod=app.PME, nonbondedCutoff=0.9 * unit.nanometer,
+                                 constraints=app.HBonds)
     integrator = openmm.LangevinMiddleIntegrator(300 * unit.kelvin, 1 / unit.picosecond, 2 * unit.femtosecond)
-    simulation = app.Simulation(modeller.topology, system, integrator, openmm.Platform.getPlatformByName("CPU"),
+    integrator.setRandomNumberSeed(7)
+    simulation = app.Simulation(topology, system, integrator, openmm.Platform.getPlatformByName("CPU"),
                                 {"Threads": "1"})
-    simulation.context.setPositions(modeller.positions)
+    simulation.context.setPositions(positions)
     simulation.minimizeEnergy()
-    simulation.step(5000)  # 10 ps equilibration, not timed
-    peptide = [a.index for a in modeller.topology.atoms() if a.residue.name != "HOH"]
-    path = os.path.join(out, "tip3p.dcd")
+    simulation.context.setVelocitiesToTemperature(300 * unit.kelvin, 7)
+    simulation.step(5000)
+    peptide = [a.index for a in topology.atoms() if a.residue.name != "HOH"]
+    path = os.path.join(out, f"{sequence}-{solvent}.dcd")
     simulation.reporters.append(app.DCDReporter(path, 500, atomSubset=peptide))
     start = time.time()
     while time.time() - start < wall:
         simulation.step(500)
     elapsed = time.time() - start
     del simulation
-    import mdtraj
-
-    traj = mdtraj.load(path, top=mdtraj.Topology.from_openmm(modeller.topology).subset(peptide))
+    traj = mdtraj.load(path, top=mdtraj.Topology.from_openmm(topology).subset(peptide))
     traj = traj.atom_slice(traj.topology.select("not element H"))
-    return traj, elapsed, len(modeller.positions)
+    return traj, elapsed, len(positions)
 
 
 def main():
@@ -93,6 +105,8 @@ def main():
     parser.add_argument("--chains", type=int, default=16)
     parser.add_argument("--model", default="default")
     parser.add_argument("--no-tip3p", action="store_true")
+    parser.add_argument("--tip3p-first-only", action="store_true",
+                        help="run the TIP3P comparison for the first sequence only")
     args = parser.parse_args()
     warnings.simplefilter("ignore")
     work = tempfile.mkdtemp(prefix="jamun-bench-")
@@ -114,27 +128,23 @@ def main():
         jamun = jamun[np.arange(n * K).reshape(K, n).T.ravel()]
         curve = jsd_curve(jamun, ref_pairs, record["wall_time_s"])
         single = load_heavy(f"{work}/{sequence}-jamun")[:n]  # one chain, for decorrelation
-        rows.append((f"JAMUN K={K}", record["wall_time_s"], curve,
+        rows.append((f"JAMUN K={K}, {jamun.n_frames} samples", record["wall_time_s"], curve,
                      decorrelation_seconds(single, record["wall_time_s"])))
 
-        # plain MD, implicit solvent: same wall budget
-        speed = run_md(sequence, f"{work}/{sequence}-probe-md", ns=0.01, threads=1, progress=False,
-                       equilibration=1 * unit.picosecond)["ns_per_day"]
-        ns = max(0.01, round(args.wall * speed / 86400, 3))
-        md = run_md(sequence, f"{work}/{sequence}-md", ns=ns, threads=1, progress=False, seed=7)
-        md_traj = load_heavy(f"{work}/{sequence}-md")
-        curve = jsd_curve(md_traj, ref_pairs, md["wall_time_s"])
-        rows.append(("MD GBn2 2 fs", md["wall_time_s"], curve, decorrelation_seconds(md_traj, md["wall_time_s"])))
-
-        if not args.no_tip3p:
-            traj, elapsed, atoms = run_tip3p(sequence, work, args.wall)
-            curve = jsd_curve(traj, ref_pairs, elapsed)
-            rows.append((f"MD TIP3P ({atoms} atoms)", elapsed, curve, decorrelation_seconds(traj, elapsed)))
+        # plain MD, implicit solvent (the reference's force field), then explicit TIP3P: same wall budget
+        solvents = ["gbn2"] if args.no_tip3p or (args.tip3p_first_only and sequence != args.sequences[0]) \
+            else ["gbn2", "tip3p"]
+        for solvent in solvents:
+            traj, elapsed, atoms = timed_md(sequence, work, args.wall, solvent)
+            label = "MD GBn2 2 fs" if solvent == "gbn2" else f"MD TIP3P 2 fs ({atoms} atoms)"
+            rows.append((f"{label}, {traj.n_frames} ps", elapsed, jsd_curve(traj, ref_pairs, elapsed),
+                         decorrelation_seconds(traj, elapsed)))
 
         print(f"\n{sequence}: reference {ref_dir} ({reference.n_frames} frames)")
-        print(f"{'method':>24} {'wall s':>7} {'final JSD':>10} {'time to JSD 0.1':>22} {'decorrelation (wall s)':>23}")
+        print(f"{'method':>40} {'wall s':>7} {'final JSD':>10} {'time to JSD 0.1':>22} {'decorrelation (wall s)':>23}")
         for label, wall, curve, decor in rows:
-            print(f"{label:>24} {wall:>7.0f} {curve[-1][1]:>10.3f} {time_to(curve):>22} {decor:>23.2f}")
+            decor_text = f"{decor:.2f}" if np.isfinite(decor) else f"> {wall / 3:.0f} (not reached)"
+            print(f"{label:>40} {wall:>7.0f} {curve[-1][1]:>10.3f} {time_to(curve):>22} {decor_text:>23}")
         for label, _, curve, _ in rows:
             print(f"  {label}: " + ", ".join(f"{s:.0f}s:{j:.3f}" for s, j in curve))
 

@@ -131,3 +131,17 @@ def test_ddp_with_two_gloo_processes(md_root, tmp_path):
     summary = json.loads(result.stdout[result.stdout.index("{"):])
     assert summary["world_size"] == 2 and summary["steps"] == 4
     assert torch.load(tmp_path / "ddp" / "checkpoint.pt", weights_only=True)["step"] == 4
+
+
+def test_cosine_learning_rate_schedule():
+    from openmm_jamun.train.trainer import TrainConfig, learning_rate
+
+    config = TrainConfig(data_root=".", train=["AC"], val=[], out=".", lr=2e-3, lr_min=1e-5,
+                         lr_schedule="cosine", lr_decay_start=100, max_steps=300)
+    assert learning_rate(config, 50) == 2e-3
+    assert learning_rate(config, 100) == 2e-3
+    assert abs(learning_rate(config, 200) - (1e-5 + 0.5 * (2e-3 - 1e-5))) < 1e-12
+    assert abs(learning_rate(config, 300) - 1e-5) < 1e-12
+    assert learning_rate(TrainConfig(data_root=".", train=["AC"], val=[], out="."), 10**6) == 2e-3
+    with pytest.raises(ValueError, match="lr_schedule"):
+        TrainConfig(data_root=".", train=["AC"], val=[], out=".", lr_schedule="linear")

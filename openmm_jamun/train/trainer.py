@@ -34,6 +34,11 @@ class TrainConfig:
     model: dict = field(default_factory=dict)
     sigma: float = 0.04
     lr: float = 2e-3
+    # "constant" (JAMUN's default) or "cosine": decay from lr to lr_min between
+    # lr_decay_start and max_steps. A function of the step only, so resume is exact.
+    lr_schedule: str = "constant"
+    lr_min: float = 1e-5
+    lr_decay_start: int = 0
     batch_size: int = 32
     max_steps: int = 1000
     val_every: int = 100
@@ -45,6 +50,10 @@ class TrainConfig:
     align: bool = True
     device: str = "cpu"  # "cuda" trains on a GPU (single process)
     max_wall_s: float | None = None  # stop (with a checkpoint) once this much wall time is spent
+
+    def __post_init__(self):
+        if self.lr_schedule not in ("constant", "cosine"):
+            raise ValueError(f"lr_schedule must be 'constant' or 'cosine', not {self.lr_schedule!r}")
 
     @classmethod
     def from_file(cls, path: str) -> "TrainConfig":
@@ -60,6 +69,15 @@ class TrainConfig:
         if overlap:
             raise ValueError(f"{path}: peptides in both train and val: {sorted(overlap)}")
         return config
+
+
+def learning_rate(config: TrainConfig, step: int) -> float:
+    """The learning rate used for optimizer step ``step`` (1-based)."""
+    if config.lr_schedule == "constant" or step <= config.lr_decay_start:
+        return config.lr
+    span = max(1, config.max_steps - config.lr_decay_start)
+    progress = min(1.0, (step - config.lr_decay_start) / span)
+    return config.lr_min + 0.5 * (config.lr - config.lr_min) * (1.0 + math.cos(math.pi * progress))
 
 
 def _segment_mean(values: torch.Tensor, index: torch.Tensor, count: int) -> torch.Tensor:
@@ -185,6 +203,8 @@ def train(config: TrainConfig, progress: bool = True) -> dict:
             loss = denoising_loss(model, batch, config.sigma, denoiser.c_out,
                                   _generator(config.seed, rank, step, 1), config.align).mean()
             optimizer.zero_grad(set_to_none=True)
+            for group in optimizer.param_groups:
+                group["lr"] = learning_rate(config, step)
             loss.backward()
             optimizer.step()
             loss_value = loss.item()
