@@ -90,3 +90,20 @@ def test_jamun_sample_with_default_model(tmp_path):
     samples = mdtraj.load(str(out / "samples.dcd"), top=str(out / "topology.pdb"))
     assert samples.n_frames == 30 and samples.n_atoms == 30 and np.isfinite(samples.xyz).all()
     assert (out / "ramachandran.png").stat().st_size > 1000
+
+
+def test_training_recipe_in_examples_matches_the_card(shipped):
+    """examples/ reproduces the shipped model's data split: the card's training list is binding."""
+    from pathlib import Path
+
+    from openmm_jamun.train import TrainConfig
+
+    _, _, _, card = shipped
+    examples = Path(__file__).resolve().parents[1] / "examples"
+    config = TrainConfig.from_file(str(examples / "train_capped_2aa.json"))
+    assert config.train == card["train"] and config.val == card["val"]
+    recipe = json.loads((examples / "capped_2aa_data.json").read_text())
+    assert sorted(k for k, v in recipe.items() if v["split"] == "train") == sorted(card["train"])
+    assert sorted(k for k, v in recipe.items() if v["split"] == "val") == sorted(card["val"])
+    unseen = [k for k, v in recipe.items() if v["split"].startswith("test")]
+    assert len(unseen) >= 3 and not set(unseen) & set(card["train"]) and UNSEEN in unseen
