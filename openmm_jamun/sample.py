@@ -12,6 +12,8 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
+import threading
 import time
 import warnings
 from pathlib import Path
@@ -191,14 +193,28 @@ def run_sampling(source: str, out: str, model: str = "default", steps: int = 100
                desc=f"JAMUN {name} x{chains}")
     chunk = interval * 10
     interrupted = False
+    # Ctrl-C asks the loop to stop at the next chunk boundary, so no frame is half-written;
+    # a second Ctrl-C interrupts at once (the finally block still closes the files).
+    stop_requested = []
+
+    def request_stop(signum, frame):
+        if stop_requested:
+            raise KeyboardInterrupt
+        stop_requested.append(signum)
+
+    in_main_thread = threading.current_thread() is threading.main_thread()
+    previous_handler = signal.signal(signal.SIGINT, request_stop) if in_main_thread else None
     try:
-        while simulation.currentStep < steps:
+        while simulation.currentStep < steps and not stop_requested:
             todo = min(chunk - simulation.currentStep % chunk, steps - simulation.currentStep)
             simulation.step(todo)
             bar.update(todo)
+        interrupted = bool(stop_requested)
     except KeyboardInterrupt:
         interrupted = True
     finally:
+        if in_main_thread:
+            signal.signal(signal.SIGINT, previous_handler)
         bar.close()
         samples.close()
         for reporter in simulation.reporters:

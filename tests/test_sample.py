@@ -62,6 +62,35 @@ def test_resume_appends_exactly_the_missing_frames(gaussian_model, tmp_path):
     np.testing.assert_allclose(b, a, atol=1e-4)  # the same walk: the checkpoint carries the RNG state
 
 
+def test_ctrl_c_leaves_a_valid_trajectory_and_checkpoint(gaussian_model, tmp_path):
+    """SIGINT (Ctrl-C) mid-run: exit code 130, readable trajectories that agree with the
+    checkpoint, and --resume continues to exactly the requested number of frames."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    out = tmp_path / "run"
+    cmd = [sys.executable, "-m", "openmm_jamun.cli", "sample", "A", "--model", gaussian_model, "--interval", "10",
+           "--out", str(out), "--walk", "--quiet", "--threads", "1"]
+    process = subprocess.Popen(cmd + ["--steps", "10000000"], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    samples = out / "samples.dcd"
+    deadline = time.time() + 120
+    while time.time() < deadline and not (samples.exists() and samples.stat().st_size > 20_000):
+        time.sleep(0.2)
+    process.send_signal(signal.SIGINT)
+    _, stderr = process.communicate(timeout=120)
+    assert process.returncode == 130, stderr.decode()[-2000:]
+    record = json.loads((out / "run.json").read_text())
+    top = str(out / "topology.pdb")
+    done = mdtraj.load(str(samples), top=top).n_frames
+    assert done >= 10 and mdtraj.load(str(out / "walk.dcd"), top=top).n_frames == done
+    assert record["frames"] == done
+    subprocess.run(cmd + ["--steps", str(10 * (done + 5)), "--resume"], check=True, timeout=300)
+    assert mdtraj.load(str(samples), top=top).n_frames == done + 5
+    assert mdtraj.load(str(out / "walk.dcd"), top=top).n_frames == done + 5
+
+
 def test_bad_inputs_give_clear_errors_and_write_nothing(gaussian_model, tmp_path, capsys):
     out = tmp_path / "out"
     # --steps 0 and negative
