@@ -49,21 +49,17 @@ def model_card(model_path: Path) -> dict | None:
     return json.loads(card.read_text()) if card.is_file() else None
 
 
-# protonation/disulfide variants count as their parent residue
-_RESIDUE_ALIASES = {"HID": "HIS", "HIE": "HIS", "HIP": "HIS", "CYX": "CYS", "ASH": "ASP", "GLH": "GLU",
-                    "LYN": "LYS"}
-
-
 def untrained_residues(card: dict | None, topology) -> list[str]:
     """Residue types of ``topology`` absent from every training sequence listed in the model card
     (caps ACE/NME count as trained for a capped model). Empty when the card lists no training set."""
     from .data.build import ONE_TO_THREE
+    from .model.featurize import RESIDUE_ALIASES
 
     if not card or not card.get("train"):
         return []
     trained = {ONE_TO_THREE[letter] for sequence in card["train"] for letter in sequence if letter in ONE_TO_THREE}
     trained |= {"ACE", "NME"}
-    present = {_RESIDUE_ALIASES.get(r.name, r.name) for r in topology.residues() if r.name != "HOH"}
+    present = {RESIDUE_ALIASES.get(r.name, r.name) for r in topology.residues() if r.name != "HOH"}
     return sorted(present - trained)
 
 
@@ -147,7 +143,8 @@ def run_sampling(source: str, out: str, model: str = "default", steps: int = 100
         torch.set_num_threads(int(threads))
     model_path = resolve_model(model)
     topology, positions, name = read_input(source)
-    untrained = untrained_residues(model_card(model_path), topology)
+    card = model_card(model_path)
+    untrained = untrained_residues(card, topology)
     if untrained:
         warnings.warn(f"{model_path.name} was not trained on residue type(s) {', '.join(untrained)} "
                       "(see its card's training list): expect poorer samples", stacklevel=2)
@@ -189,7 +186,7 @@ def run_sampling(source: str, out: str, model: str = "default", steps: int = 100
             app.PDBFile.writeFile(walk.topology, walk.clean_positions, handle)
         record = {"input": source, "name": name, "model": str(model_path), "chains": chains, "interval": interval,
                   "write_walk": write_walk, "seed": seed, "sigma_nm": float(walk.sigma.value_in_unit(unit.nanometer)),
-                  "heavy_atoms": features.num_atoms, "card": model_card(model_path),
+                  "heavy_atoms": features.num_atoms, "card": card,
                   "untrained_residues": untrained}
         wall_before = 0.0
     append = resume
@@ -236,8 +233,8 @@ def run_sampling(source: str, out: str, model: str = "default", steps: int = 100
     except KeyboardInterrupt:
         interrupted = True
     finally:
-        if in_main_thread:
-            signal.signal(signal.SIGINT, previous_handler)
+        if in_main_thread:  # None means the old handler was not set from Python: restore the default
+            signal.signal(signal.SIGINT, signal.default_int_handler if previous_handler is None else previous_handler)
         bar.close()
         samples.close()
         for reporter in simulation.reporters:
