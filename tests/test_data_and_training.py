@@ -62,6 +62,26 @@ def test_dataset_split_by_peptide_and_A(md_root):
     assert 0.05 < A < 0.5  # nm²: a dipeptide's heavy atoms are a few Å apart
 
 
+def test_sampler_balances_frames_or_peptides(md_root):
+    from dataclasses import replace
+
+    from openmm_jamun.data.dataset import FrameSampler
+
+    long = load_peptide(str(md_root / "A"))  # 20 frames
+    # 2 frames, moved 10 nm away so that a drawn graph tells which peptide it came from
+    short = replace(long, name="short", frames=long.frames[:2] + 10.0)
+
+    def fraction_short(balance):
+        batch = FrameSampler([long, short], seed=2, balance=balance).sample(1000)
+        centroid_x = np.bincount(batch.graph_index.numpy(), weights=batch.positions[:, 0].numpy()) / long.num_atoms
+        return float(np.mean(centroid_x > 5.0))
+
+    assert fraction_short("frames") == pytest.approx(2 / 22, abs=0.04)
+    assert fraction_short("peptides") == pytest.approx(0.5, abs=0.06)
+    with pytest.raises(ValueError, match="balance"):
+        FrameSampler([long], seed=0, balance="residues")
+
+
 def test_kabsch_alignment_undoes_a_rotation():
     from e3nn import o3
 
@@ -95,6 +115,27 @@ def test_training_reduces_loss_and_resume_continues(md_root, tmp_path):
     assert resumed["step"] == 30
     for key, value in record["state_dict"].items():
         torch.testing.assert_close(resumed["state_dict"][key], value)
+
+
+def test_fine_tuning_starts_from_the_given_weights(md_root, tmp_path):
+    train(_config(md_root, tmp_path / "base", max_steps=10), progress=False)
+    base = torch.load(tmp_path / "base" / "checkpoint.pt", weights_only=True)
+    # lr 0: the fine-tuned weights must be exactly the ones it started from, with its own step count
+    tuned_config = _config(md_root, tmp_path / "tuned", train=["A", "uGAS"], val=["A"], max_steps=5, lr=0.0,
+                           init_from=str(tmp_path / "base" / "checkpoint.pt"))
+    train(tuned_config, progress=False)
+    tuned = torch.load(tmp_path / "tuned" / "checkpoint.pt", weights_only=True)
+    assert tuned["step"] == 5 and tuned["init_from"] == tuned_config.init_from
+    assert tuned["average_squared_distance"] == base["average_squared_distance"]
+    for key, value in base["state_dict"].items():
+        torch.testing.assert_close(tuned["state_dict"][key], value)
+
+    other_network = dict(hidden_scalars=16, hidden_vectors=2, num_layers=1, num_basis=8, radial_hidden=8)
+    with pytest.raises(ValueError, match="differs from the config's model"):
+        train(_config(md_root, tmp_path / "bad", model=other_network, init_from=tuned_config.init_from),
+              progress=False)
+    with pytest.raises(FileNotFoundError, match="init_from"):
+        train(_config(md_root, tmp_path / "missing", init_from=str(tmp_path / "nope.pt")), progress=False)
 
 
 def test_first_loss_matches_the_skip_only_denoiser(md_root, tmp_path):

@@ -115,13 +115,21 @@ def make_batch(items: list[tuple[PeptideFrames, int]]) -> GraphBatch:
 
 
 class FrameSampler:
-    """Draws batches of (peptide, frame) uniformly over all frames, from a torch Generator
-    whose state goes into checkpoints (so a resumed run draws what the uninterrupted one would)."""
+    """Draws batches of (peptide, frame) from a torch Generator whose state goes into checkpoints
+    (so a resumed run draws what the uninterrupted one would).
 
-    def __init__(self, peptides: list[PeptideFrames], seed: int):
+    ``balance="frames"`` draws uniformly over all frames (long trajectories weigh more);
+    ``balance="peptides"`` draws a peptide uniformly, then one of its frames, so a data set of
+    unequal trajectory lengths is seen as if every peptide had the same length.
+    """
+
+    def __init__(self, peptides: list[PeptideFrames], seed: int, balance: str = "frames"):
         if not peptides:
             raise ValueError("no peptides to sample from")
+        if balance not in ("frames", "peptides"):
+            raise ValueError(f"balance must be 'frames' or 'peptides', not {balance!r}")
         self.peptides = peptides
+        self.balance = balance
         self.offsets = np.cumsum([0] + [len(p.frames) for p in peptides])
         self.generator = torch.Generator().manual_seed(int(seed))
 
@@ -130,6 +138,12 @@ class FrameSampler:
         return int(self.offsets[-1])
 
     def sample(self, batch_size: int) -> GraphBatch:
+        if self.balance == "peptides":
+            which = torch.randint(len(self.peptides), (batch_size,), generator=self.generator).numpy()
+            u = torch.rand(batch_size, generator=self.generator, dtype=torch.float64).numpy()
+            frames = [min(int(x * len(self.peptides[k].frames)), len(self.peptides[k].frames) - 1)
+                      for k, x in zip(which, u)]
+            return make_batch([(self.peptides[k], f) for k, f in zip(which, frames)])
         flat = torch.randint(self.num_frames, (batch_size,), generator=self.generator).numpy()
         which = np.searchsorted(self.offsets, flat, side="right") - 1
         return make_batch([(self.peptides[k], int(f - self.offsets[k])) for k, f in zip(which, flat)])

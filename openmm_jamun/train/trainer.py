@@ -40,6 +40,8 @@ class TrainConfig:
     lr_min: float = 1e-5
     lr_decay_start: int = 0
     batch_size: int = 32
+    # "frames": uniform over all training frames; "peptides": uniform over peptides, then frames
+    balance: str = "frames"
     max_steps: int = 1000
     val_every: int = 100
     val_batches: int = 4
@@ -50,10 +52,15 @@ class TrainConfig:
     align: bool = True
     device: str = "cpu"  # "cuda" trains on a GPU (single process)
     max_wall_s: float | None = None  # stop (with a checkpoint) once this much wall time is spent
+    # Fine-tuning: start a new run from the weights (and A) of an earlier run's checkpoint.pt or
+    # best.pt, with a fresh optimizer and step count. A resumable checkpoint in ``out`` wins.
+    init_from: str | None = None
 
     def __post_init__(self):
         if self.lr_schedule not in ("constant", "cosine"):
             raise ValueError(f"lr_schedule must be 'constant' or 'cosine', not {self.lr_schedule!r}")
+        if self.balance not in ("frames", "peptides"):
+            raise ValueError(f"balance must be 'frames' or 'peptides', not {self.balance!r}")
 
     @classmethod
     def from_file(cls, path: str) -> "TrainConfig":
@@ -145,6 +152,17 @@ def validation_loss(denoiser: Denoiser, peptides, config: TrainConfig) -> float:
     return float(sum(losses) / len(losses))
 
 
+def _initial_weights(config: TrainConfig, network_config: NetworkConfig) -> Denoiser:
+    """The denoiser of ``config.init_from``, checked against this run's σ and network."""
+    if not os.path.isfile(config.init_from):
+        raise FileNotFoundError(f"init_from: no checkpoint at {config.init_from}")
+    denoiser, _ = load_checkpoint(config.init_from)
+    if config.model and denoiser.config.to_dict() != network_config.to_dict():
+        raise ValueError(f"init_from {config.init_from}: its network {denoiser.config.to_dict()} differs from "
+                         f"the config's model {network_config.to_dict()}; drop 'model' to take the checkpoint's")
+    return denoiser
+
+
 def train(config: TrainConfig, progress: bool = True) -> dict:
     """Train (or resume) into ``config.out``; returns a summary of the run."""
     from tqdm import tqdm
@@ -163,6 +181,9 @@ def train(config: TrainConfig, progress: bool = True) -> dict:
         denoiser, record = load_checkpoint(checkpoint_path)
         start_step, best = int(record["step"]), float(record.get("best_val_loss", math.inf))
         wall_before = float(record.get("wall_time_s", 0.0))
+    elif config.init_from:
+        denoiser = _initial_weights(config, network_config)
+        record, start_step, best, wall_before = None, 0, math.inf, 0.0
     else:
         torch.manual_seed(config.seed)
         A = average_squared_distance(train_set, network_config.cutoff)
@@ -180,7 +201,7 @@ def train(config: TrainConfig, progress: bool = True) -> dict:
         optimizer.load_state_dict(record["optimizer"])
 
     per_rank_batch = max(1, config.batch_size // world)
-    sampler = FrameSampler(train_set, seed=0)
+    sampler = FrameSampler(train_set, seed=0, balance=config.balance)
     frames = sum(len(p.frames) for p in train_set)
     summary = {"parameters": count_parameters(denoiser), "train_frames": frames,
                "average_squared_distance": denoiser.average_squared_distance, "world_size": world}
@@ -192,7 +213,7 @@ def train(config: TrainConfig, progress: bool = True) -> dict:
     def save(step):
         extra = {"step": step, "optimizer": optimizer.state_dict(), "best_val_loss": best,
                  "wall_time_s": wall_before + time.time() - start, "train": list(config.train),
-                 "val": list(config.val), "train_frames": frames}
+                 "val": list(config.val), "train_frames": frames, "init_from": config.init_from}
         save_checkpoint(checkpoint_path, denoiser, **extra)
 
     step = start_step
@@ -219,7 +240,8 @@ def train(config: TrainConfig, progress: bool = True) -> dict:
                 if val < best:
                     best = val
                     save_checkpoint(os.path.join(config.out, BEST), denoiser, step=step, best_val_loss=best,
-                                    train=list(config.train), val=list(config.val), train_frames=frames)
+                                    train=list(config.train), val=list(config.val), train_frames=frames,
+                                    init_from=config.init_from)
             if rank == 0 and (step % config.checkpoint_every == 0 or step == config.max_steps or out_of_time):
                 save(step)
             if entry is not None:
