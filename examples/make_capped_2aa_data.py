@@ -2,14 +2,15 @@
 
 Reads examples/capped_2aa_data.json (peptide -> split, ns, seed, equilibration) and runs `run_md`
 for each into data/md/<SEQ>/, resuming any run that was interrupted. On one CPU thread a capped
-dipeptide runs at ~250 ns/day, so the training + validation set (~14 ns) takes ~1.5 h and each
+dipeptide runs at ~250 ns/day, so the training + validation set (~22 ns) takes ~2 h and each
 10-ns test reference ~1 h. Then:
 
     python examples/make_capped_2aa_data.py [--splits train val]   # default: all splits
-    jamun train examples/train_capped_2aa.json
+    jamun train examples/train_capped_2aa_stage1.json   # the first 33 training peptides
+    jamun train examples/train_capped_2aa.json          # fine-tunes stage 1 on all of them
 
-The shipped model was trained in stages (see the card's "training.history"); the config reproduces
-the recipe, not the exact weights.
+The shipped model was trained in these stages (see the card's "training.history"); the configs
+reproduce the recipe, not the exact weights.
 """
 
 import argparse
