@@ -114,6 +114,9 @@ def make_batch(items: list[tuple[PeptideFrames, int]]) -> GraphBatch:
     )
 
 
+BALANCES = ("frames", "peptides")
+
+
 class FrameSampler:
     """Draws batches of (peptide, frame) from a torch Generator whose state goes into checkpoints
     (so a resumed run draws what the uninterrupted one would).
@@ -126,11 +129,12 @@ class FrameSampler:
     def __init__(self, peptides: list[PeptideFrames], seed: int, balance: str = "frames"):
         if not peptides:
             raise ValueError("no peptides to sample from")
-        if balance not in ("frames", "peptides"):
-            raise ValueError(f"balance must be 'frames' or 'peptides', not {balance!r}")
+        if balance not in BALANCES:
+            raise ValueError(f"balance must be one of {BALANCES}, not {balance!r}")
         self.peptides = peptides
         self.balance = balance
-        self.offsets = np.cumsum([0] + [len(p.frames) for p in peptides])
+        self.lengths = np.array([len(p.frames) for p in peptides])
+        self.offsets = np.concatenate([[0], np.cumsum(self.lengths)])
         self.generator = torch.Generator().manual_seed(int(seed))
 
     @property
@@ -141,9 +145,8 @@ class FrameSampler:
         if self.balance == "peptides":
             which = torch.randint(len(self.peptides), (batch_size,), generator=self.generator).numpy()
             u = torch.rand(batch_size, generator=self.generator, dtype=torch.float64).numpy()
-            frames = [min(int(x * len(self.peptides[k].frames)), len(self.peptides[k].frames) - 1)
-                      for k, x in zip(which, u)]
-            return make_batch([(self.peptides[k], f) for k, f in zip(which, frames)])
+            frames = np.minimum((u * self.lengths[which]).astype(np.int64), self.lengths[which] - 1)
+            return make_batch([(self.peptides[k], int(f)) for k, f in zip(which, frames)])
         flat = torch.randint(self.num_frames, (batch_size,), generator=self.generator).numpy()
         which = np.searchsorted(self.offsets, flat, side="right") - 1
         return make_batch([(self.peptides[k], int(f - self.offsets[k])) for k, f in zip(which, flat)])

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from ..data.dataset import FrameSampler, GraphBatch, average_squared_distance, load_peptide
+from ..data.dataset import BALANCES, FrameSampler, GraphBatch, average_squared_distance, load_peptide
 from ..model.export import load_checkpoint, save_checkpoint
 from ..model.network import Denoiser, NetworkConfig, count_parameters
 
@@ -59,8 +59,8 @@ class TrainConfig:
     def __post_init__(self):
         if self.lr_schedule not in ("constant", "cosine"):
             raise ValueError(f"lr_schedule must be 'constant' or 'cosine', not {self.lr_schedule!r}")
-        if self.balance not in ("frames", "peptides"):
-            raise ValueError(f"balance must be 'frames' or 'peptides', not {self.balance!r}")
+        if self.balance not in BALANCES:  # checked here too, so a bad config fails before data loads
+            raise ValueError(f"balance must be one of {BALANCES}, not {self.balance!r}")
 
     @classmethod
     def from_file(cls, path: str) -> "TrainConfig":
@@ -153,7 +153,8 @@ def validation_loss(denoiser: Denoiser, peptides, config: TrainConfig) -> float:
 
 
 def _initial_weights(config: TrainConfig, network_config: NetworkConfig) -> Denoiser:
-    """The denoiser of ``config.init_from``, checked against this run's σ and network."""
+    """The denoiser of ``config.init_from``, checked against this run's network (σ is checked by
+    the caller, as for a resumed checkpoint)."""
     if not os.path.isfile(config.init_from):
         raise FileNotFoundError(f"init_from: no checkpoint at {config.init_from}")
     denoiser, _ = load_checkpoint(config.init_from)
@@ -203,6 +204,9 @@ def train(config: TrainConfig, progress: bool = True) -> dict:
     per_rank_batch = max(1, config.batch_size // world)
     sampler = FrameSampler(train_set, seed=0, balance=config.balance)
     frames = sum(len(p.frames) for p in train_set)
+    # what every checkpoint records about the run that made it
+    provenance = {"train": list(config.train), "val": list(config.val), "train_frames": frames,
+                  "init_from": config.init_from}
     summary = {"parameters": count_parameters(denoiser), "train_frames": frames,
                "average_squared_distance": denoiser.average_squared_distance, "world_size": world}
     log = open(os.path.join(config.out, LOG), "a") if rank == 0 else None
@@ -212,8 +216,7 @@ def train(config: TrainConfig, progress: bool = True) -> dict:
 
     def save(step):
         extra = {"step": step, "optimizer": optimizer.state_dict(), "best_val_loss": best,
-                 "wall_time_s": wall_before + time.time() - start, "train": list(config.train),
-                 "val": list(config.val), "train_frames": frames, "init_from": config.init_from}
+                 "wall_time_s": wall_before + time.time() - start, **provenance}
         save_checkpoint(checkpoint_path, denoiser, **extra)
 
     step = start_step
@@ -240,8 +243,7 @@ def train(config: TrainConfig, progress: bool = True) -> dict:
                 if val < best:
                     best = val
                     save_checkpoint(os.path.join(config.out, BEST), denoiser, step=step, best_val_loss=best,
-                                    train=list(config.train), val=list(config.val), train_frames=frames,
-                                    init_from=config.init_from)
+                                    **provenance)
             if rank == 0 and (step % config.checkpoint_every == 0 or step == config.max_steps or out_of_time):
                 save(step)
             if entry is not None:
