@@ -118,13 +118,20 @@ def cmd_analyze(args) -> int:
     from .analysis.report import analyze
 
     try:
-        result = analyze(args.samples, args.reference, args.out, lag=args.lag, states=args.states, top=args.top)
+        result = analyze(args.samples, args.reference, args.out, lag=args.lag, states=args.states, top=args.top,
+                         model=args.model)
     except (ValueError, FileNotFoundError) as error:
         raise SystemExit(f"error: {error}") from None
     torsion = result["torsions"]
     print(f"phi/psi JSD (2-D, mean) {torsion['mean_phi_psi_2d']:.3f}; backbone 1-D {torsion['mean_backbone_1d']:.3f}; "
           f"TIC0 {result['tica']['jsd_tic0']:.3f}; states {result['msm']['jsd_states']:.3f}; "
           f"invalid frames {result['validity']['invalid_fraction']:.3f} -> {args.out}/analysis.json")
+    if "reference_jump" in result:
+        jump = result["reference_jump"]
+        print(f"jump of {jump['frames']} noised reference frames: phi/psi JSD {jump['torsions']['mean_phi_psi_2d']:.3f}; "
+              f"backbone 1-D {jump['torsions']['mean_backbone_1d']:.3f}; invalid frames "
+              f"{jump['validity']['invalid_fraction']:.3f}; RMS error {10 * jump['rms_error_nm']:.2f} A "
+              f"(noise {10 * jump['noise_rms_nm']:.2f} A)")
     return 0
 
 
@@ -200,6 +207,9 @@ def build_parser() -> argparse.ArgumentParser:
     an.add_argument("--out", default=None, help="where to write analysis.json and plots (default: SAMPLES/analysis)")
     an.add_argument("--lag", type=_positive_int, default=10, help="TICA and MSM lag, in reference frames")
     an.add_argument("--states", type=_positive_int, default=4, help="PCCA+ metastable states")
+    an.add_argument("--model", default=None,
+                    help="also jump sigma-noised reference frames with this model ('default', a name in models/, a "
+                         "checkpoint or a one-chain export): the denoiser's error apart from the walk's")
     an.set_defaults(func=cmd_analyze)
 
     ex = sub.add_parser("export", help="TorchScript denoiser for one peptide (K chains), e.g. for JamunForce")

@@ -147,6 +147,25 @@ def test_analyze_writes_json_and_valid_pngs(md_root, tmp_path):
         main(["analyze", str(md_root / "A"), "--reference", str(md_root / "uGAS"), "--out", str(tmp_path / "x")])
 
 
+def test_analyze_jump_of_noised_reference_frames(tmp_path):
+    """--model jumps σ-noised reference frames: the shipped denoiser (capped dipeptides) must bring
+    them closer to the reference than the noise left them, and their torsion JSDs are reported."""
+    from openmm_jamun.data.md import run_md
+
+    run_md("AA", str(tmp_path / "AA"), ns=0.02, caps=True, seed=1, threads=1, equilibration=1 * unit.picosecond,
+           progress=False, chunk_frames=10)
+    out = tmp_path / "analysis"
+    assert main(["analyze", str(tmp_path / "AA"), "--reference", str(tmp_path / "AA"), "--out", str(out),
+                 "--lag", "2", "--states", "1", "--model", "default"]) == 0
+    jump = json.loads((out / "analysis.json").read_text())["reference_jump"]
+    assert jump["frames"] > 0 and jump["sigma_nm"] == pytest.approx(0.04)
+    assert 0.0 < jump["rms_error_nm"] < 0.7 * jump["noise_rms_nm"]
+    assert 0.0 <= jump["torsions"]["mean_backbone_1d"] <= 1.0
+    with pytest.raises(SystemExit, match="not found"):
+        main(["analyze", str(tmp_path / "AA"), "--reference", str(tmp_path / "AA"), "--out", str(tmp_path / "y"),
+              "--model", str(tmp_path / "missing.pt")])
+
+
 def test_chemical_validity_counts_broken_frames(md_root):
     from openmm_jamun.analysis.ensemble import bond_lengths, chemical_validity
     from openmm_jamun.analysis.report import load_heavy

@@ -99,6 +99,30 @@ def bond_lengths(traj) -> np.ndarray:
     return np.linalg.norm(traj.xyz[:, bonds[:, 0]] - traj.xyz[:, bonds[:, 1]], axis=-1).mean(axis=0)
 
 
+def jump_of_reference(denoiser, reference, max_frames: int = 2000, seed: int = 0):
+    """The jump x̂(x + σε) of up to ``max_frames`` evenly spaced reference frames x, as a
+    trajectory, and the per-atom RMS error of those jumps (nm).
+
+    These are the clean frames JAMUN would give if its walk sampled the noised density p_Y
+    exactly: comparing them with the reference measures the denoiser's jump alone, so the rest
+    of a sample run's gap to the reference is the walk's (the learned score's stationary law).
+    ``denoiser`` is a one-chain TorchScript export for ``reference``'s topology."""
+    import mdtraj
+    import torch
+
+    if denoiser.num_atoms != reference.n_atoms:
+        raise ValueError(f"the denoiser is for {denoiser.num_atoms} atoms, the reference has {reference.n_atoms} "
+                         "heavy atoms (a one-chain export for the reference's molecule is needed)")
+    index = np.unique(np.linspace(0, reference.n_frames - 1, min(max_frames, reference.n_frames)).astype(int))
+    clean = reference.xyz[index].astype(np.float32)
+    noise = float(denoiser.sigma) * np.random.default_rng(seed).standard_normal(clean.shape).astype(np.float32)
+    with torch.no_grad():
+        jumped = np.stack([denoiser(torch.from_numpy(y)).numpy() for y in clean + noise])
+    # a jump keeps its noisy input's centre, which the noise moved: compare centred frames
+    error = (jumped - jumped.mean(1, keepdims=True)) - (clean - clean.mean(1, keepdims=True))
+    return mdtraj.Trajectory(jumped, reference.topology), float(np.sqrt((error**2).sum(-1).mean()))
+
+
 def compare_ensembles(samples, reference, lag: int = 10, clusters: int = 100, states: int = 4,
                       seed: int = 0) -> dict:
     """Every comparison of this module; ``samples`` and ``reference`` are heavy-atom
@@ -122,7 +146,12 @@ def compare_ensembles(samples, reference, lag: int = 10, clusters: int = 100, st
     ref_dtraj = kmeans.transform(ref_tics)
     msm = MaximumLikelihoodMSM(reversible=True, lagtime=lag).fit(ref_dtraj).fetch_model()
     n_states = min(states, msm.n_states)
-    pcca = msm.pcca(n_states)
+    try:
+        pcca = msm.pcca(n_states)
+    except AssertionError:  # deeptime asserts when the MSM's slow eigenvectors are degenerate
+        raise ValueError(f"PCCA+ into {n_states} states failed on the reference's {k}-cluster MSM at lag {lag}: "
+                         "the reference is too short or too poorly connected (use a longer reference, a shorter "
+                         "--lag or fewer --states)") from None
     # clusters outside the MSM's largest connected set get no state: count them apart
     state_of_cluster = np.full(k, -1)
     state_of_cluster[msm.state_symbols()] = pcca.assignments

@@ -29,8 +29,12 @@ def load_heavy(path: str, topology: str | None = None):
     return split_chains(traj)
 
 
-def analyze(samples: str, reference: str, out: str, lag: int = 10, states: int = 4, top: str | None = None) -> dict:
-    from .ensemble import compare_ensembles
+def analyze(samples: str, reference: str, out: str, lag: int = 10, states: int = 4, top: str | None = None,
+            model: str | None = None, jump_frames: int = 2000) -> dict:
+    """Compare ``samples`` with ``reference``; with ``model`` (a name in models/, a checkpoint or a
+    one-chain TorchScript export) also the jump of σ-noised reference frames ("reference_jump"),
+    which separates the denoiser's error from the walk's."""
+    from .ensemble import bond_lengths, chemical_validity, compare_ensembles, jump_of_reference
     from .plots import ramachandran, state_probabilities, tica_densities
     from .torsions import backbone_pairs, torsions
 
@@ -52,6 +56,17 @@ def analyze(samples: str, reference: str, out: str, lag: int = 10, states: int =
     }
     result["inputs"] = {"samples": samples, "reference": reference, "sample_frames": int(sample_traj.n_frames),
                         "reference_frames": int(ref_traj.n_frames)}
+    if model is not None:
+        from ..sample import denoiser_for, resolve_model
+        from .torsions import torsion_jsds
+
+        model_path = resolve_model(model)
+        denoiser = denoiser_for(model_path, ref_traj.topology.to_openmm(), chains=1)
+        jumped, rms_error = jump_of_reference(denoiser, ref_traj, max_frames=jump_frames)
+        result["reference_jump"] = {
+            "model": str(model_path), "frames": int(jumped.n_frames), "sigma_nm": float(denoiser.sigma),
+            "rms_error_nm": rms_error, "noise_rms_nm": float(denoiser.sigma) * 3**0.5,
+            "torsions": torsion_jsds(jumped, ref_traj), "validity": chemical_validity(jumped, bond_lengths(ref_traj))}
     with open(os.path.join(out, "analysis.json"), "w") as handle:
         json.dump(result, handle, indent=2, default=float)
     return result
