@@ -63,6 +63,16 @@ def untrained_residues(card: dict | None, topology) -> list[str]:
     return sorted(present - trained)
 
 
+def untrained_length(card: dict | None, topology) -> int | None:
+    """The number of residues of ``topology`` (caps and water not counted) when no training
+    sequence in the model card has that length, else None. A denoiser trained on dipeptides
+    alone can jump a noised capped single residue worse than the noise left it."""
+    if not card or not card.get("train"):
+        return None
+    length = sum(1 for r in topology.residues() if r.name not in ("ACE", "NME", "HOH"))
+    return None if length in {len(sequence) for sequence in card["train"]} else length
+
+
 def denoiser_for(model_path, topology, chains: int):
     """A TorchScript denoiser for ``topology`` with ``chains`` chains, from a training
     checkpoint (exported now) or an existing TorchScript export (checked)."""
@@ -148,6 +158,11 @@ def run_sampling(source: str, out: str, model: str = "default", steps: int = 100
     if untrained:
         warnings.warn(f"{model_path.name} was not trained on residue type(s) {', '.join(untrained)} "
                       "(see its card's training list): expect poorer samples", stacklevel=2)
+    length = untrained_length(card, topology)
+    if length is not None:
+        trained = sorted({len(sequence) for sequence in card["train"]})
+        warnings.warn(f"{model_path.name} was trained on peptides of {', '.join(map(str, trained))} residue(s) only; "
+                      f"this one has {length}: expect poorer samples", stacklevel=2)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # hydrogens are dropped by design here
         from .model.featurize import featurize
@@ -187,7 +202,7 @@ def run_sampling(source: str, out: str, model: str = "default", steps: int = 100
         record = {"input": source, "name": name, "model": str(model_path), "chains": chains, "interval": interval,
                   "write_walk": write_walk, "seed": seed, "sigma_nm": float(walk.sigma.value_in_unit(unit.nanometer)),
                   "heavy_atoms": features.num_atoms, "card": card,
-                  "untrained_residues": untrained}
+                  "untrained_residues": untrained, "untrained_length": length}
         wall_before = 0.0
     append = resume
     samples = JumpReporter(files["samples"], interval, denoiser=denoiser, append=append)

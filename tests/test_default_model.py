@@ -130,3 +130,15 @@ def test_residues_outside_the_training_set_are_flagged(shipped, tmp_path):
     with pytest.warns(UserWarning, match="not trained on residue type.*VAL"):
         main(["sample", "VD", "--model", str(narrow), "--steps", "10", "--out", str(tmp_path / "vd"), "--quiet"])
     assert json.loads((tmp_path / "vd" / "run.json").read_text())["untrained_residues"] == ["VAL"]
+
+
+def test_lengths_outside_the_training_set_are_flagged(shipped, tmp_path):
+    from openmm_jamun.sample import untrained_length
+
+    path, _, _, card = shipped
+    assert untrained_length(card, build_peptide(UNSEEN)[0]) is None
+    assert untrained_length(card, build_peptide("A")[0]) == 1
+    assert untrained_length({"train": ["AC", "ACD"]}, build_peptide("AAA")[0]) is None
+    with pytest.warns(UserWarning, match="trained on peptides of 2 residue.*this one has 1"):
+        main(["sample", "A", "--steps", "10", "--out", str(tmp_path / "a"), "--quiet"])
+    assert json.loads((tmp_path / "a" / "run.json").read_text())["untrained_length"] == 1
