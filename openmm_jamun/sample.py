@@ -86,7 +86,7 @@ def denoiser_for(model_path, topology, chains: int):
     except Exception:
         is_checkpoint = False
     if is_checkpoint:
-        denoiser, _ = load_checkpoint(model_path)
+        denoiser, _ = load_checkpoint(model_path, averaged=True)
         return export_denoiser(denoiser, topology, chains=chains)
     module, info = load_denoiser(str(model_path))
     if info.num_chains != chains:

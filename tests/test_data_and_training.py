@@ -138,6 +138,41 @@ def test_fine_tuning_starts_from_the_given_weights(md_root, tmp_path):
         train(_config(md_root, tmp_path / "missing", init_from=str(tmp_path / "nope.pt")), progress=False)
 
 
+def test_weight_averaging_is_what_validation_best_and_release_use(md_root, tmp_path):
+    from openmm_jamun.model.export import EMA_STATE, write_release
+
+    def weights(path, key="state_dict"):
+        return torch.load(path, weights_only=True)[key]
+
+    # lr 0: the raw weights stay the initial ones
+    train(_config(md_root, tmp_path / "still", lr=0.0), progress=False)
+    initial = weights(tmp_path / "still" / "checkpoint.pt")
+    # decay 1: the average never moves from the initial weights while the raw ones do
+    train(_config(md_root, tmp_path / "frozen", lr=1e-2, ema_decay=1.0), progress=False)
+    frozen = torch.load(tmp_path / "frozen" / "checkpoint.pt", weights_only=True)
+    for key, value in initial.items():
+        torch.testing.assert_close(frozen[EMA_STATE][key], value)
+        torch.testing.assert_close(weights(tmp_path / "frozen" / "best.pt")[key], value)
+    assert any(not torch.equal(frozen["state_dict"][k], v) for k, v in initial.items())
+    write_release(tmp_path / "frozen" / "checkpoint.pt", tmp_path / "released.pt", {})
+    for key, value in initial.items():
+        torch.testing.assert_close(weights(tmp_path / "released.pt")[key], value)
+    # decay 0: the average is the raw weights
+    train(_config(md_root, tmp_path / "raw", lr=1e-2, ema_decay=0.0), progress=False)
+    raw = torch.load(tmp_path / "raw" / "checkpoint.pt", weights_only=True)
+    for key, value in raw["state_dict"].items():
+        torch.testing.assert_close(raw[EMA_STATE][key], value)
+    # an interrupted run resumes its average too
+    train(_config(md_root, tmp_path / "whole", lr=1e-2, ema_decay=0.9), progress=False)
+    train(_config(md_root, tmp_path / "split", lr=1e-2, ema_decay=0.9, max_steps=20), progress=False)
+    train(_config(md_root, tmp_path / "split", lr=1e-2, ema_decay=0.9), progress=False)
+    whole, split = (weights(tmp_path / d / "checkpoint.pt", EMA_STATE) for d in ("whole", "split"))
+    for key, value in whole.items():
+        torch.testing.assert_close(split[key], value)
+    with pytest.raises(ValueError, match="ema_decay"):
+        _config(md_root, tmp_path / "bad", ema_decay=1.5)
+
+
 def test_first_loss_matches_the_skip_only_denoiser(md_root, tmp_path):
     """With output gain 0, x̂ = c_skip·y, whose weighted loss is known: E‖c_skip·y − x‖²/c_out² ≈ 3."""
     from openmm_jamun.data.dataset import FrameSampler

@@ -17,6 +17,8 @@ from .featurize import ATOM_NAMES, ELEMENTS, RESIDUES, TopologyFeatures, featuri
 from .network import Denoiser, NetworkConfig, chain_edges, count_parameters
 
 CHECKPOINT_FORMAT = "openmm-jamun-checkpoint-1"
+# key of a training checkpoint's exponential-moving-average weights (TrainConfig.ema_decay)
+EMA_STATE = "ema_state_dict"
 
 
 def vocabulary() -> dict:
@@ -101,23 +103,24 @@ def save_checkpoint(path, denoiser: Denoiser, **extra) -> None:
     os.replace(tmp, os.fspath(path))  # a checkpoint is whole or absent
 
 
-def load_checkpoint(path) -> tuple[Denoiser, dict]:
-    """Rebuild the Denoiser of a checkpoint (``torch.load(weights_only=True)``: no arbitrary unpickling)."""
+def load_checkpoint(path, averaged: bool = False) -> tuple[Denoiser, dict]:
+    """Rebuild the Denoiser of a checkpoint (``torch.load(weights_only=True)``: no arbitrary unpickling);
+    with ``averaged``, its EMA weights where the run kept them (what sampling and releases use)."""
     record = torch.load(os.fspath(path), map_location="cpu", weights_only=True)
     if not isinstance(record, dict) or record.get("format") != CHECKPOINT_FORMAT:
         raise ValueError(f"{path} is not an openmm-jamun training checkpoint")
     if record.get("vocabulary", vocabulary()) != vocabulary():
         raise ValueError(f"{path} was trained with another feature vocabulary than this openmm-jamun's")
     denoiser = Denoiser(NetworkConfig.from_dict(record["config"]), record["sigma"], record["average_squared_distance"])
-    denoiser.load_state_dict(record["state_dict"])
+    denoiser.load_state_dict(record[EMA_STATE] if averaged and EMA_STATE in record else record["state_dict"])
     return denoiser, record
 
 
 def write_release(checkpoint, model_path, card: dict) -> dict:
     """Ship a trained checkpoint: weights, config, A, σ and vocabulary only (no optimizer state)
     at ``model_path``, and its card (JSON) beside it with the same stem."""
-    denoiser, record = load_checkpoint(checkpoint)
-    keep = {k: record[k] for k in ("step", "best_val_loss", "train", "val", "train_frames") if k in record}
+    denoiser, record = load_checkpoint(checkpoint, averaged=True)
+    keep = {k: record[k] for k in ("step", "best_val_loss", "train", "val", "train_frames", "ema_decay") if k in record}
     save_checkpoint(model_path, denoiser, **keep)
     card = {
         "format": CHECKPOINT_FORMAT,

@@ -8,6 +8,7 @@ resumed run draws exactly what an uninterrupted one would.
 
 from __future__ import annotations
 
+import copy
 import json
 import math
 import os
@@ -17,7 +18,7 @@ from dataclasses import dataclass, field
 import torch
 
 from ..data.dataset import BALANCES, FrameSampler, GraphBatch, average_squared_distance, load_peptide
-from ..model.export import load_checkpoint, save_checkpoint
+from ..model.export import EMA_STATE, load_checkpoint, save_checkpoint
 from ..model.network import Denoiser, NetworkConfig, count_parameters
 
 CHECKPOINT = "checkpoint.pt"
@@ -55,12 +56,18 @@ class TrainConfig:
     # Fine-tuning: start a new run from the weights (and A) of an earlier run's checkpoint.pt or
     # best.pt, with a fresh optimizer and step count. A resumable checkpoint in ``out`` wins.
     init_from: str | None = None
+    # Exponential moving average of the weights (JAMUN's EMA callback uses 0.999): validation,
+    # best.pt, releases and sampling from a checkpoint use the averaged weights; the optimizer
+    # keeps stepping the raw ones. Turned on for a resumed run, it starts from the resumed weights.
+    ema_decay: float | None = None
 
     def __post_init__(self):
         if self.lr_schedule not in ("constant", "cosine"):
             raise ValueError(f"lr_schedule must be 'constant' or 'cosine', not {self.lr_schedule!r}")
         if self.balance not in BALANCES:  # checked here too, so a bad config fails before data loads
             raise ValueError(f"balance must be one of {BALANCES}, not {self.balance!r}")
+        if self.ema_decay is not None and not 0.0 <= self.ema_decay <= 1.0:
+            raise ValueError(f"ema_decay must lie in [0, 1], not {self.ema_decay}")
 
     @classmethod
     def from_file(cls, path: str) -> "TrainConfig":
@@ -153,11 +160,11 @@ def validation_loss(denoiser: Denoiser, peptides, config: TrainConfig) -> float:
 
 
 def _initial_weights(config: TrainConfig, network_config: NetworkConfig) -> Denoiser:
-    """The denoiser of ``config.init_from``, checked against this run's network (σ is checked by
-    the caller, as for a resumed checkpoint)."""
+    """The denoiser of ``config.init_from`` (its averaged weights where that run kept them),
+    checked against this run's network (σ is checked by the caller, as for a resumed checkpoint)."""
     if not os.path.isfile(config.init_from):
         raise FileNotFoundError(f"init_from: no checkpoint at {config.init_from}")
-    denoiser, _ = load_checkpoint(config.init_from)
+    denoiser, _ = load_checkpoint(config.init_from, averaged=True)
     if config.model and denoiser.config.to_dict() != network_config.to_dict():
         raise ValueError(f"init_from {config.init_from}: its network {denoiser.config.to_dict()} differs from "
                          f"the config's model {network_config.to_dict()}; drop 'model' to take the checkpoint's")
@@ -200,6 +207,13 @@ def train(config: TrainConfig, progress: bool = True) -> dict:
     optimizer = torch.optim.Adam(denoiser.parameters(), lr=config.lr)
     if record is not None and "optimizer" in record:
         optimizer.load_state_dict(record["optimizer"])
+    averaged = None  # the EMA weights, in a Denoiser of their own
+    if config.ema_decay is not None:
+        averaged = copy.deepcopy(denoiser)
+        if record is not None and EMA_STATE in record:
+            averaged.load_state_dict(record[EMA_STATE])
+        averaged.requires_grad_(False)
+    evaluated = averaged if averaged is not None else denoiser  # what validation and best.pt see
 
     per_rank_batch = max(1, config.batch_size // world)
     sampler = FrameSampler(train_set, seed=0, balance=config.balance)
@@ -217,6 +231,8 @@ def train(config: TrainConfig, progress: bool = True) -> dict:
     def save(step):
         extra = {"step": step, "optimizer": optimizer.state_dict(), "best_val_loss": best,
                  "wall_time_s": wall_before + time.time() - start, **provenance}
+        if averaged is not None:
+            extra.update({EMA_STATE: averaged.state_dict(), "ema_decay": config.ema_decay})
         save_checkpoint(checkpoint_path, denoiser, **extra)
 
     step = start_step
@@ -231,19 +247,23 @@ def train(config: TrainConfig, progress: bool = True) -> dict:
                 group["lr"] = learning_rate(config, step)
             loss.backward()
             optimizer.step()
+            if averaged is not None:
+                with torch.no_grad():
+                    for mean, weight in zip(averaged.parameters(), denoiser.parameters()):
+                        mean.lerp_(weight, 1.0 - config.ema_decay)
             loss_value = loss.item()
             bar.update(1)
             bar.set_postfix(loss=f"{loss_value:.3f}")
             entry = None
             out_of_time = config.max_wall_s is not None and time.time() - start > config.max_wall_s
             if rank == 0 and (step % config.val_every == 0 or step == config.max_steps or out_of_time):
-                val = validation_loss(denoiser, val_set, config)
+                val = validation_loss(evaluated, val_set, config)
                 entry = {"step": step, "loss": loss_value, "val_loss": val,
                          "wall_time_s": round(wall_before + time.time() - start, 1)}
                 if val < best:
                     best = val
-                    save_checkpoint(os.path.join(config.out, BEST), denoiser, step=step, best_val_loss=best,
-                                    **provenance)
+                    save_checkpoint(os.path.join(config.out, BEST), evaluated, step=step, best_val_loss=best,
+                                    ema_decay=config.ema_decay, **provenance)
             if rank == 0 and (step % config.checkpoint_every == 0 or step == config.max_steps or out_of_time):
                 save(step)
             if entry is not None:
