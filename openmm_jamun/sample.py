@@ -63,14 +63,18 @@ def untrained_residues(card: dict | None, topology) -> list[str]:
     return sorted(present - trained)
 
 
+def training_lengths(card: dict | None) -> list[int]:
+    """Peptide lengths (residues, caps not counted) of the training sequences the card lists."""
+    return sorted({len(sequence) for sequence in card["train"]}) if card and card.get("train") else []
+
+
 def untrained_length(card: dict | None, topology) -> int | None:
     """The number of residues of ``topology`` (caps and water not counted) when no training
     sequence in the model card has that length, else None. A denoiser trained on dipeptides
     alone can jump a noised capped single residue worse than the noise left it."""
-    if not card or not card.get("train"):
-        return None
+    trained = training_lengths(card)
     length = sum(1 for r in topology.residues() if r.name not in ("ACE", "NME", "HOH"))
-    return None if length in {len(sequence) for sequence in card["train"]} else length
+    return None if not trained or length in trained else length
 
 
 def denoiser_for(model_path, topology, chains: int):
@@ -160,8 +164,8 @@ def run_sampling(source: str, out: str, model: str = "default", steps: int = 100
                       "(see its card's training list): expect poorer samples", stacklevel=2)
     length = untrained_length(card, topology)
     if length is not None:
-        trained = sorted({len(sequence) for sequence in card["train"]})
-        warnings.warn(f"{model_path.name} was trained on peptides of {', '.join(map(str, trained))} residue(s) only; "
+        trained = ", ".join(map(str, training_lengths(card)))
+        warnings.warn(f"{model_path.name} was trained on peptides of {trained} residue(s) only; "
                       f"this one has {length}: expect poorer samples", stacklevel=2)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # hydrogens are dropped by design here

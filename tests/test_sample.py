@@ -164,6 +164,7 @@ def test_analyze_jump_of_noised_reference_frames(tmp_path):
     with pytest.raises(SystemExit, match="not found"):
         main(["analyze", str(tmp_path / "AA"), "--reference", str(tmp_path / "AA"), "--out", str(tmp_path / "y"),
               "--model", str(tmp_path / "missing.pt")])
+    assert not (tmp_path / "y").exists()  # a bad --model fails before any output is written
 
 
 def test_chemical_validity_counts_broken_frames(md_root):

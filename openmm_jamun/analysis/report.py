@@ -36,7 +36,7 @@ def analyze(samples: str, reference: str, out: str, lag: int = 10, states: int =
     which separates the denoiser's error from the walk's."""
     from .ensemble import bond_lengths, chemical_validity, compare_ensembles, jump_of_reference
     from .plots import ramachandran, state_probabilities, tica_densities
-    from .torsions import backbone_pairs, torsions
+    from .torsions import backbone_pairs, torsion_jsds, torsions
 
     sample_traj, ref_traj = load_heavy(samples, top), load_heavy(reference)
     ours = [f"{a.residue.name}:{a.name}" for a in sample_traj.topology.atoms]
@@ -44,6 +44,12 @@ def analyze(samples: str, reference: str, out: str, lag: int = 10, states: int =
     if ours != theirs:
         raise ValueError(f"samples and reference are different molecules ({len(ours)} vs {len(theirs)} heavy atoms, "
                          "or other atom names)")
+    denoiser = None
+    if model is not None:  # a model that cannot be found or cannot handle the molecule fails before any output
+        from ..sample import denoiser_for, resolve_model
+
+        model_path = resolve_model(model)
+        denoiser = denoiser_for(model_path, ref_traj.topology.to_openmm(), chains=1)
     result = compare_ensembles(sample_traj, ref_traj, lag=lag, states=states)
     projections = result.pop("_projections")
     os.makedirs(out, exist_ok=True)
@@ -56,12 +62,7 @@ def analyze(samples: str, reference: str, out: str, lag: int = 10, states: int =
     }
     result["inputs"] = {"samples": samples, "reference": reference, "sample_frames": int(sample_traj.n_frames),
                         "reference_frames": int(ref_traj.n_frames)}
-    if model is not None:
-        from ..sample import denoiser_for, resolve_model
-        from .torsions import torsion_jsds
-
-        model_path = resolve_model(model)
-        denoiser = denoiser_for(model_path, ref_traj.topology.to_openmm(), chains=1)
+    if denoiser is not None:
         jumped, rms_error = jump_of_reference(denoiser, ref_traj, max_frames=jump_frames)
         result["reference_jump"] = {
             "model": str(model_path), "frames": int(jumped.n_frames), "sigma_nm": float(denoiser.sigma),
