@@ -8,8 +8,8 @@ frames per second (K per step; each one a clean sample after its jump).
     python benchmarks/walk_throughput.py                      # CPU, K = 1, 8, 64
     python benchmarks/walk_throughput.py --platform CUDA --chains 1 8 64 256 1024   # a GPU, < 5 min
 
-The model is models/capped_2aa.pt when present, else a randomly initialised default network
-(the cost is the same). Prints a table; not a test.
+The model is models/capped_2aa.pt when present, else a randomly initialised NetworkConfig()
+(63k parameters: cheaper than the shipped 248k network). Prints a table; not a test.
 """
 
 import argparse

@@ -6,11 +6,10 @@ dipeptide runs at ~250 ns/day, so the training + validation set (~22 ns) takes ~
 10-ns test reference ~1 h. Then:
 
     python examples/make_capped_2aa_data.py [--splits train val]   # default: all splits
-    jamun train examples/train_capped_2aa_stage1.json   # the first 33 training peptides
-    jamun train examples/train_capped_2aa.json          # fine-tunes stage 1 on all of them
+    torchrun --nproc_per_node 2 -m openmm_jamun.cli train examples/train_capped_2aa.json
 
-The shipped model was trained in these stages (see the card's "training.history"); the configs
-reproduce the recipe, not the exact weights.
+The config reproduces the recipe, not the exact weights: the shipped run changed its learning-rate
+schedule once on the way (the card's "training.lr" says how).
 """
 
 import argparse
