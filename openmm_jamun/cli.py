@@ -78,7 +78,7 @@ def cmd_md(args) -> int:
 
     record = run_md(args.peptide, args.out, ns=args.ns, caps=not args.uncapped, seed=args.seed,
                     platform=args.platform, threads=args.threads,
-                    equilibration=args.equilibration_ps * unit.picosecond)
+                    equilibration=None if args.equilibration_ps is None else args.equilibration_ps * unit.picosecond)
     print(f"{record['length_ns']} ns of {record['name']} in {record['wall_time_s']} s "
           f"({record['ns_per_day']} ns/day) -> {args.out}")
     return 0
@@ -179,7 +179,8 @@ def build_parser() -> argparse.ArgumentParser:
     md.add_argument("--seed", type=int, default=0)
     md.add_argument("--platform", default=None)
     md.add_argument("--threads", type=_positive_int, default=None)
-    md.add_argument("--equilibration-ps", type=_positive_float, default=100.0)
+    md.add_argument("--equilibration-ps", type=_positive_float, default=None,
+                    help="equilibration before the first frame (default 100 ps; a resumed run keeps its own)")
     md.set_defaults(func=cmd_md)
 
     sa = sub.add_parser("sample", help="walk-jump sampling of a peptide with a trained model (the main job)")

@@ -47,6 +47,19 @@ def test_md_writes_frames_sidecar_and_resumes(md_root, tmp_path):
     both = mdtraj.load(str(out / "traj.xtc"), top=str(out / "topology.pdb"))
     assert both.n_frames == 15
     np.testing.assert_allclose(both.xyz[:10], first.xyz, atol=1e-6)
+    # a resumed run keeps its own equilibration (here 1 ps, not the 100 ps default): no frame lost
+    run_md("A", str(out), ns=0.02, threads=1, progress=False, chunk_frames=5)
+    longer = mdtraj.load(str(out / "traj.xtc"), top=str(out / "topology.pdb"))
+    assert longer.n_frames == 20 and json.load(open(out / "md.json"))["frames"] == 20
+    np.testing.assert_allclose(longer.xyz[:15], both.xyz, atol=1e-6)
+    # settings that differ from the run's md.json, or another peptide, are errors, and touch nothing
+    with pytest.raises(ValueError, match="temperature_K = 310"):
+        run_md("A", str(out), ns=0.03, temperature=310 * unit.kelvin, threads=1, progress=False)
+    with pytest.raises(ValueError, match="equilibration_ps = 100"):
+        run_md("A", str(out), ns=0.03, equilibration=100 * unit.picosecond, threads=1, progress=False)
+    with pytest.raises(ValueError, match="holds MD of"):
+        run_md("G", str(out), ns=0.03, threads=1, progress=False)
+    assert mdtraj.load(str(out / "traj.xtc"), top=str(out / "topology.pdb")).n_frames == 20
 
 
 def test_dataset_split_by_peptide_and_A(md_root):

@@ -25,6 +25,35 @@ CHECKPOINT_FILE = "md.chk"
 SIDECAR_FILE = "md.json"
 
 
+DEFAULT_EQUILIBRATION = 100 * unit.picosecond
+
+
+def _check_resume(out_dir, record, structure, caps, temperature, timestep, friction, frame_interval,
+                  equilibration):
+    """The equilibration of the run in ``out_dir``; ValueError when the request differs from its md.json.
+
+    The frame count of a resumed run is derived from its step count and its equilibration, so a
+    different equilibration (or timestep, frame interval) would truncate or misplace frames."""
+    source = record.get("source")
+    if source is not None and not os.path.isfile(structure) and not os.path.isfile(source):
+        if str(source).upper() != str(structure).upper() or record.get("caps", caps) != caps:
+            raise ValueError(f"{out_dir} holds MD of {record.get('name', source)}; asked for "
+                             f"{peptide_name(structure, caps)} (use another --out)")
+    requested = {"temperature_K": temperature.value_in_unit(unit.kelvin),
+                 "timestep_fs": timestep.value_in_unit(unit.femtosecond),
+                 "friction_per_ps": friction.value_in_unit(unit.picosecond**-1),
+                 "frame_interval_ps": frame_interval.value_in_unit(unit.picosecond)}
+    if equilibration is not None:
+        requested["equilibration_ps"] = equilibration.value_in_unit(unit.picosecond)
+    for key, value in requested.items():
+        if key in record and abs(float(record[key]) - value) > 1e-9 * max(1.0, abs(value)):
+            raise ValueError(f"cannot resume {out_dir} with {key} = {value:g}: the run was started with "
+                             f"{key} = {record[key]:g} (omit the setting to keep the run's own)")
+    if equilibration is None:
+        equilibration = record.get("equilibration_ps", DEFAULT_EQUILIBRATION.value_in_unit(unit.picosecond)) * unit.picosecond
+    return equilibration
+
+
 def _platform(name: str | None, threads: int | None):
     platform = openmm.Platform.getPlatformByName(name or "CPU")
     properties = {}
@@ -35,10 +64,16 @@ def _platform(name: str | None, threads: int | None):
 
 def run_md(structure: str, out_dir: str, ns: float = 10.0, *, caps: bool = True, seed: int = 0,
            temperature=300 * unit.kelvin, timestep=2 * unit.femtosecond, friction=1 / unit.picosecond,
-           frame_interval=1 * unit.picosecond, equilibration=100 * unit.picosecond,
+           frame_interval=1 * unit.picosecond, equilibration=None,
            platform: str | None = None, threads: int | None = None, progress: bool = True,
            chunk_frames: int = 100) -> dict:
     """Run (or resume) reference MD of a peptide sequence or PDB file into ``out_dir``.
+
+    A directory that holds a checkpoint is resumed, and a larger ``ns`` extends a finished run.
+    A resumed run keeps the settings it started with: ``equilibration`` (default 100 ps for a new
+    run) is then the run's own, and a setting that differs from ``md.json`` (temperature, timestep,
+    friction, frame interval, equilibration, or another peptide) is an error, not a trajectory
+    that silently changes physics or loses frames.
 
     Returns the sidecar record (also written to ``out_dir/md.json``).
     """
@@ -58,6 +93,8 @@ def run_md(structure: str, out_dir: str, ns: float = 10.0, *, caps: bool = True,
         topology, positions = pdb.topology, pdb.positions
         record = json.load(open(json_path)) if os.path.isfile(json_path) else {}
         seed = record.get("seed", seed)
+        equilibration = _check_resume(out_dir, record, structure, caps, temperature, timestep, friction,
+                                      frame_interval, equilibration)
     else:
         if os.path.isfile(structure):
             pdb = app.PDBFile(structure)
@@ -69,6 +106,8 @@ def run_md(structure: str, out_dir: str, ns: float = 10.0, *, caps: bool = True,
             topology, positions = build_peptide(structure, caps=caps)
             name = peptide_name(structure, caps)
         record = {"name": name, "source": structure, "caps": caps, "wall_time_s": 0.0}
+    if equilibration is None:
+        equilibration = DEFAULT_EQUILIBRATION
 
     steps_per_frame = int(round(frame_interval.value_in_unit(unit.femtosecond) / timestep.value_in_unit(unit.femtosecond)))
     equil_steps = int(round(equilibration / timestep))
