@@ -30,7 +30,8 @@ DEFAULT_EQUILIBRATION = 100 * unit.picosecond
 
 def _check_resume(out_dir, record, structure, caps, temperature, timestep, friction, frame_interval,
                   equilibration):
-    """The equilibration of the run in ``out_dir``; ValueError when the request differs from its md.json.
+    """The equilibration of the run in ``out_dir`` (None if md.json lacks it); ValueError when the
+    request differs from its md.json.
 
     The frame count of a resumed run is derived from its step count and its equilibration, so a
     different equilibration (or timestep, frame interval) would truncate or misplace frames."""
@@ -49,8 +50,8 @@ def _check_resume(out_dir, record, structure, caps, temperature, timestep, frict
         if key in record and abs(float(record[key]) - value) > 1e-9 * max(1.0, abs(value)):
             raise ValueError(f"cannot resume {out_dir} with {key} = {value:g}: the run was started with "
                              f"{key} = {record[key]:g} (omit the setting to keep the run's own)")
-    if equilibration is None:
-        equilibration = record.get("equilibration_ps", DEFAULT_EQUILIBRATION.value_in_unit(unit.picosecond)) * unit.picosecond
+    if equilibration is None and "equilibration_ps" in record:
+        equilibration = record["equilibration_ps"] * unit.picosecond
     return equilibration
 
 
