@@ -2,14 +2,16 @@
 
 Reads examples/capped_2aa_data.json (peptide -> split, ns, seed, equilibration) and runs `run_md`
 for each into data/md/<SEQ>/, resuming any run that was interrupted. On one CPU thread a capped
-dipeptide runs at ~250 ns/day, so the training + validation set (~22 ns) takes ~2 h and each
-10-ns test reference ~1 h. Then:
+dipeptide runs at ~250 ns/day, so the training + validation set (158 + 3 peptides, ~100 ns) takes
+~9 h (run several with --threads 1 side by side) and each 10-ns test reference ~1 h. Then two runs:
 
     python examples/make_capped_2aa_data.py [--splits train val]   # default: all splits
-    torchrun --nproc_per_node 2 -m openmm_jamun.cli train examples/train_capped_2aa.json
+    torchrun --nproc_per_node 2 -m openmm_jamun.cli train examples/train_capped_2aa.json     # stage 1: 63 peptides, from scratch
+    torchrun --nproc_per_node 2 -m openmm_jamun.cli train examples/finetune_capped_2aa.json  # stage 2: all 158, from stage 1
 
-The config reproduces the recipe, not the exact weights: the shipped run changed its learning-rate
-schedule once on the way (the card's "training.lr" says how).
+The configs reproduce the recipe, not the exact weights: stage 1 of the shipped model trained on the
+first 0.25 ns of most of its 63 runs (they were extended later) and changed its learning-rate schedule
+once on the way (the card's "training" says how).
 """
 
 import argparse
