@@ -265,20 +265,42 @@ def run_sampling(source: str, out: str, model: str = "default", steps: int = 100
         save_record(wall_before + time.time() - start)
     if interrupted:
         raise KeyboardInterrupt
+    from .analysis.report import load_heavy
+
+    traj = load_heavy(str(out_path))  # every chain's samples, pooled
+    record["validity"] = check_samples(traj, out_path, name)
     if plot:
-        record["ramachandran"] = plot_ramachandran(out_path)
-        save_record(wall_before + time.time() - start)
+        record["ramachandran"] = plot_ramachandran(out_path, traj)
+    save_record(wall_before + time.time() - start)
     return record
 
 
-def plot_ramachandran(out_path: Path, reference=None) -> str:
-    """Ramachandran plot of the samples of a run directory (all chains pooled)."""
+#: Warn when more than this fraction of the samples have a bond more than 1 Å off.
+FELL_APART_WARNING = 0.05
+
+
+def check_samples(traj, out_path: Path, name: str) -> dict:
+    """Chemical validity of the pooled samples against the bond lengths of the input structure
+    (``topology.pdb``); warns when the walk fell apart, which a model outside its domain does."""
     import mdtraj
 
-    from .analysis.plots import ramachandran
-    from .analysis.torsions import backbone_pairs, split_chains, torsions
+    from .analysis.ensemble import bond_lengths, chemical_validity
 
-    traj = split_chains(mdtraj.load(str(out_path / SAMPLES), top=str(out_path / TOPOLOGY)))
+    start = mdtraj.load(str(out_path / TOPOLOGY))  # the input structure, once per chain
+    validity = chemical_validity(traj, bond_lengths(start.atom_slice(range(traj.n_atoms))))
+    if validity["fell_apart_fraction"] > FELL_APART_WARNING:
+        warnings.warn(
+            f"{validity['fell_apart_fraction']:.0%} of the samples of {name} have a bond more than 1 Å off its "
+            "length in the input structure: the walk fell apart, and these frames are not a conformational "
+            "ensemble. The model is likely outside its domain (see its card's training list).", stacklevel=3)
+    return validity
+
+
+def plot_ramachandran(out_path: Path, traj, reference=None) -> str:
+    """Ramachandran plot of the pooled samples ``traj`` of a run directory."""
+    from .analysis.plots import ramachandran
+    from .analysis.torsions import backbone_pairs, torsions
+
     pairs = backbone_pairs(torsions(traj))
     ref_pairs = backbone_pairs(torsions(reference)) if reference is not None else None
     path = str(out_path / "ramachandran.png")

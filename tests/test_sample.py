@@ -43,6 +43,21 @@ def test_sample_writes_frames_log_checkpoint_and_plot(gaussian_model, tmp_path):
     assert np.abs(samples.xyz - mu).mean() < np.abs(walk.xyz - mu).mean()
     assert (out / "ramachandran.png").read_bytes()[:8] == PNG_MAGIC
     assert (out / "log.csv").read_text().count("\n") == 3  # header + 2 rows (every 100 steps)
+    assert record["validity"]["frames"] == 20 and record["validity"]["fell_apart_fraction"] == 0.0
+
+
+def test_a_walk_that_falls_apart_is_flagged(tmp_path):
+    """A denoiser that barely denoises (data spread s = 1 nm) lets the atoms drift apart: the run
+    warns and records it, rather than handing back the frames as if they were an ensemble."""
+    topology, positions = build_peptide("A")
+    mu = positions.value_in_unit(unit.nanometer)[featurize(topology).atom_indices]
+    loose = tmp_path / "loose.pt"
+    torch.jit.save(gaussian_denoiser(mu, s=1.0, sigma=0.04), str(loose))
+    with pytest.warns(UserWarning, match="the walk fell apart"):
+        record = run_sampling("A", str(tmp_path / "run"), model=str(loose), steps=300, seed=0, progress=False,
+                              plot=False)
+    assert record["validity"]["fell_apart_fraction"] > 0.5
+    assert json.loads((tmp_path / "run" / "run.json").read_text())["validity"] == record["validity"]
 
 
 def test_resume_appends_exactly_the_missing_frames(gaussian_model, tmp_path):

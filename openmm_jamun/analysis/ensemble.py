@@ -9,7 +9,8 @@
 * Chemical validity of each frame: a bonded heavy-atom pair more than 0.2 Å from its
   reference length, or two heavy atoms more than three bonds apart closer than 0.25 nm
   (van der Waals contact of C/N/O is ~0.3 nm and the shortest N-H···O heavy-atom distances
-  ~0.27 nm, so 0.25 nm is a clash, not a hydrogen bond).
+  ~0.27 nm, so 0.25 nm is a clash, not a hydrogen bond). A bond more than 1 Å off its
+  reference length means the molecule fell apart (a walk outside the model's domain).
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from scipy.spatial.distance import jensenshannon
 from .torsions import torsions
 
 BOND_TOLERANCE_NM = 0.02
+FELL_APART_NM = 0.1
 CLASH_NM = 0.25
 
 
@@ -68,17 +70,27 @@ def torsion_decorrelation(traj) -> dict[str, float]:
     return out
 
 
+def _bond_atoms(topology) -> np.ndarray:
+    return np.array([[b[0].index, b[1].index] for b in topology.bonds], dtype=np.int64).reshape(-1, 2)
+
+
+def _lengths(traj, bonds: np.ndarray) -> np.ndarray:
+    return np.linalg.norm(traj.xyz[:, bonds[:, 0]] - traj.xyz[:, bonds[:, 1]], axis=-1)
+
+
 def chemical_validity(traj, reference_lengths: np.ndarray | None = None) -> dict:
-    """Fraction of frames with a broken bond or a clash (thresholds in the module docstring)."""
+    """Fraction of frames with a broken bond or a clash, and of frames that fell apart
+    (thresholds in the module docstring); reference lengths default to the frames' median."""
     import networkx as nx
 
     atoms = list(traj.topology.atoms)
-    bonds = np.array([[b[0].index, b[1].index] for b in traj.topology.bonds], dtype=np.int64).reshape(-1, 2)
+    bonds = _bond_atoms(traj.topology)
     xyz = traj.xyz
-    lengths = np.linalg.norm(xyz[:, bonds[:, 0]] - xyz[:, bonds[:, 1]], axis=-1)
+    lengths = _lengths(traj, bonds)
     if reference_lengths is None:
         reference_lengths = np.median(lengths, axis=0)
-    broken = (np.abs(lengths - reference_lengths) > BOND_TOLERANCE_NM).any(axis=1)
+    deviation = np.abs(lengths - reference_lengths).max(axis=1, initial=0.0)
+    broken = deviation > BOND_TOLERANCE_NM
     graph = nx.Graph()
     graph.add_nodes_from(range(len(atoms)))
     graph.add_edges_from(bonds.tolist())
@@ -91,12 +103,13 @@ def chemical_validity(traj, reference_lengths: np.ndarray | None = None) -> dict
     invalid = broken | clash
     return {"frames": int(len(xyz)), "broken_bond_fraction": float(broken.mean()),
             "clash_fraction": float(clash.mean()), "invalid_fraction": float(invalid.mean()),
-            "bond_tolerance_nm": BOND_TOLERANCE_NM, "clash_threshold_nm": CLASH_NM}
+            "fell_apart_fraction": float((deviation > FELL_APART_NM).mean()),
+            "bond_tolerance_nm": BOND_TOLERANCE_NM, "clash_threshold_nm": CLASH_NM, "fell_apart_nm": FELL_APART_NM}
 
 
 def bond_lengths(traj) -> np.ndarray:
-    bonds = np.array([[b[0].index, b[1].index] for b in traj.topology.bonds], dtype=np.int64).reshape(-1, 2)
-    return np.linalg.norm(traj.xyz[:, bonds[:, 0]] - traj.xyz[:, bonds[:, 1]], axis=-1).mean(axis=0)
+    """Mean length of every bond over the frames of ``traj`` (nm), in topology bond order."""
+    return _lengths(traj, _bond_atoms(traj.topology)).mean(axis=0)
 
 
 def jump_of_reference(denoiser, reference, max_frames: int = 2000, seed: int = 0):
