@@ -101,13 +101,10 @@ def cmd_train(args) -> int:
 def cmd_sample(args) -> int:
     from .sample import run_sampling
 
-    try:
-        record = run_sampling(args.input, args.out, model=args.model, steps=args.steps, chains=args.chains,
-                              interval=args.interval, write_walk=args.walk, resume=args.resume,
-                              overwrite=args.overwrite, platform=args.platform, threads=args.threads,
-                              backend=args.backend, seed=args.seed, progress=not args.quiet)
-    except (ValueError, FileNotFoundError, FileExistsError) as error:
-        raise SystemExit(f"error: {error}") from None
+    record = run_sampling(args.input, args.out, model=args.model, steps=args.steps, chains=args.chains,
+                          interval=args.interval, write_walk=args.walk, resume=args.resume,
+                          overwrite=args.overwrite, platform=args.platform, threads=args.threads,
+                          backend=args.backend, seed=args.seed, progress=not args.quiet)
     print(f"{record['frames']} clean frames x {record['chains']} chain(s) of {record['name']} in "
           f"{record['wall_time_s']} s ({record['steps_per_s']} steps/s); every bond within 0.2 Å of the input "
           f"structure's in {1 - record['validity']['broken_bond_fraction']:.0%} of them -> {args.out}/samples.dcd, "
@@ -118,11 +115,8 @@ def cmd_sample(args) -> int:
 def cmd_analyze(args) -> int:
     from .analysis.report import analyze
 
-    try:
-        result = analyze(args.samples, args.reference, args.out, lag=args.lag, states=args.states, top=args.top,
-                         model=args.model)
-    except (ValueError, FileNotFoundError) as error:
-        raise SystemExit(f"error: {error}") from None
+    result = analyze(args.samples, args.reference, args.out, lag=args.lag, states=args.states, top=args.top,
+                     model=args.model)
     torsion = result["torsions"]
     print(f"phi/psi JSD (2-D, mean) {torsion['mean_phi_psi_2d']:.3f}; backbone 1-D {torsion['mean_backbone_1d']:.3f}; "
           f"TIC0 {result['tica']['jsd_tic0']:.3f}; states {result['msm']['jsd_states']:.3f}; "
@@ -137,10 +131,12 @@ def cmd_analyze(args) -> int:
 
 
 def cmd_export(args) -> int:
-    from .sample import denoiser_for, read_input, resolve_model
+    from .sample import denoiser_for, model_card, read_input, resolve_model, warn_if_untrained
 
     topology, _, name = read_input(args.input)
-    module = denoiser_for(resolve_model(args.model), topology, args.chains)
+    model_path = resolve_model(args.model)
+    warn_if_untrained(model_path, model_card(model_path), topology)
+    module = denoiser_for(model_path, topology, args.chains)
     import torch
 
     torch.jit.save(module, args.out)
@@ -245,6 +241,8 @@ def main(argv=None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    except (ValueError, FileNotFoundError, FileExistsError) as error:  # bad input: the message, not a traceback
+        raise SystemExit(f"error: {error}") from None
 
 
 if __name__ == "__main__":

@@ -77,6 +77,21 @@ def untrained_length(card: dict | None, topology) -> int | None:
     return None if not trained or length in trained else length
 
 
+def warn_if_untrained(model_path: Path, card: dict | None, topology, stacklevel: int = 3):
+    """Warn about residue types and a peptide length that no training sequence of the model card has;
+    returns (untrained residue names, untrained length or None)."""
+    untrained = untrained_residues(card, topology)
+    if untrained:
+        warnings.warn(f"{model_path.name} was not trained on residue type(s) {', '.join(untrained)} "
+                      "(see its card's training list): expect poorer samples", stacklevel=stacklevel)
+    length = untrained_length(card, topology)
+    if length is not None:
+        trained = ", ".join(map(str, training_lengths(card)))
+        warnings.warn(f"{model_path.name} was trained on peptides of {trained} residue(s) only; "
+                      f"this one has {length}: expect poorer samples", stacklevel=stacklevel)
+    return untrained, length
+
+
 def denoiser_for(model_path, topology, chains: int):
     """A TorchScript denoiser for ``topology`` with ``chains`` chains, from a training
     checkpoint (exported now) or an existing TorchScript export (checked)."""
@@ -158,15 +173,7 @@ def run_sampling(source: str, out: str, model: str = "default", steps: int = 100
     model_path = resolve_model(model)
     topology, positions, name = read_input(source)
     card = model_card(model_path)
-    untrained = untrained_residues(card, topology)
-    if untrained:
-        warnings.warn(f"{model_path.name} was not trained on residue type(s) {', '.join(untrained)} "
-                      "(see its card's training list): expect poorer samples", stacklevel=2)
-    length = untrained_length(card, topology)
-    if length is not None:
-        trained = ", ".join(map(str, training_lengths(card)))
-        warnings.warn(f"{model_path.name} was trained on peptides of {trained} residue(s) only; "
-                      f"this one has {length}: expect poorer samples", stacklevel=2)
+    untrained, length = warn_if_untrained(model_path, card, topology)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # hydrogens are dropped by design here
         from .model.featurize import featurize

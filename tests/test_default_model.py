@@ -151,3 +151,5 @@ def test_lengths_outside_the_training_set_are_flagged(shipped, tmp_path):
     with pytest.warns(UserWarning, match="trained on peptides of 2 residue.*this one has 1"):
         main(["sample", "A", "--steps", "10", "--out", str(tmp_path / "a"), "--quiet"])
     assert json.loads((tmp_path / "a" / "run.json").read_text())["untrained_length"] == 1
+    with pytest.warns(UserWarning, match="this one has 1"):  # exporting for it warns as well
+        main(["export", "A", "--out", str(tmp_path / "a.pt")])

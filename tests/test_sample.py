@@ -123,9 +123,11 @@ def test_bad_inputs_give_clear_errors_and_write_nothing(gaussian_model, tmp_path
     # a model for another topology
     with pytest.raises(SystemExit, match="denoiser is for 10 atoms"):
         main(["sample", "AD", "--model", gaussian_model, "--steps", "10", "--out", str(out)])
-    # an unknown residue letter
+    # an unknown residue letter, for sample and export alike
     with pytest.raises(SystemExit, match="unknown residue letter"):
         main(["sample", "AZ", "--model", gaussian_model, "--steps", "10", "--out", str(out)])
+    with pytest.raises(SystemExit, match="^error: unknown residue letter"):
+        main(["export", "AZ", "--model", gaussian_model, "--out", str(tmp_path / "az.pt")])
     assert not out.exists()
     # an output directory that exists: untouched without --overwrite
     out.mkdir()
