@@ -98,8 +98,11 @@ def chemical_validity(traj, reference_lengths: np.ndarray | None = None) -> dict
     i, j = np.triu_indices(len(atoms), k=1)
     far = np.array([b not in hops[a] for a, b in zip(i, j)], dtype=bool)
     i, j = i[far], j[far]
-    clash = (np.linalg.norm(xyz[:, i] - xyz[:, j], axis=-1) < CLASH_NM).any(axis=1) if len(i) else \
-        np.zeros(len(xyz), bool)
+    clash = np.zeros(len(xyz), bool)
+    if len(i):
+        for start in range(0, len(xyz), 10_000):  # blocks: a 1024-chain run has millions of frames
+            block = xyz[start:start + 10_000]
+            clash[start:start + 10_000] = (np.linalg.norm(block[:, i] - block[:, j], axis=-1) < CLASH_NM).any(axis=1)
     invalid = broken | clash
     return {"frames": int(len(xyz)), "broken_bond_fraction": float(broken.mean()),
             "clash_fraction": float(clash.mean()), "invalid_fraction": float(invalid.mean()),
