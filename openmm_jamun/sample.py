@@ -282,7 +282,7 @@ def run_sampling(source: str, out: str, model: str = "default", steps: int = 100
     return record
 
 
-#: Warn when more than this fraction of the samples have a bond more than 1 Å off.
+#: Warn when more than this fraction of the samples fell apart (a bond off by more than FELL_APART_NM).
 FELL_APART_WARNING = 0.05
 
 
@@ -291,13 +291,14 @@ def check_samples(traj, out_path: Path, name: str) -> dict:
     (``topology.pdb``); warns when the walk fell apart, which a model outside its domain does."""
     import mdtraj
 
-    from .analysis.ensemble import bond_lengths, chemical_validity
+    from .analysis.ensemble import FELL_APART_NM, bond_lengths, chemical_validity
 
     start = mdtraj.load(str(out_path / TOPOLOGY))  # the input structure, once per chain
     validity = chemical_validity(traj, bond_lengths(start.atom_slice(range(traj.n_atoms))))
     if validity["fell_apart_fraction"] > FELL_APART_WARNING:
         warnings.warn(
-            f"{validity['fell_apart_fraction']:.0%} of the samples of {name} have a bond more than 1 Å off its "
+            f"{validity['fell_apart_fraction']:.0%} of the samples of {name} have a bond more than "
+            f"{10 * FELL_APART_NM:g} Å off its "
             "length in the input structure: the walk fell apart, and these frames are not a conformational "
             "ensemble. The model is likely outside its domain (see its card's training list).", stacklevel=3)
     return validity
