@@ -33,7 +33,9 @@ with warnings.catch_warnings():
     warnings.simplefilter("ignore")  # "dropping 12 hydrogen atoms": the walk is on heavy atoms
     walk = create_noised_system(topology, positions, module, seed=1)
 walk.system.addForce(JamunForce(module))
-simulation = app.Simulation(walk.topology, walk.system, JamunIntegrator(temperature=300 * unit.kelvin),
+integrator = JamunIntegrator(temperature=300 * unit.kelvin)
+integrator.setRandomNumberSeed(1)  # with create_noised_system's seed: the same walk every run
+simulation = app.Simulation(walk.topology, walk.system, integrator,
                             openmm.Platform.getPlatformByName("CPU"), {"Threads": "1"})
 simulation.context.setPositions(walk.positions)
 simulation.context.setVelocities(walk.velocities)
