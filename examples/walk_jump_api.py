@@ -30,7 +30,7 @@ denoiser, _ = load_checkpoint(resolve_model("default"))  # topology-agnostic wei
 chains = 4
 module = export_denoiser(denoiser, topology, chains=chains)  # TorchScript for this topology, 4 chains
 with warnings.catch_warnings():
-    warnings.simplefilter("ignore")  # "dropping 12 hydrogen atoms": the walk is on heavy atoms
+    warnings.simplefilter("ignore")  # "dropping 17 hydrogen atoms": the walk is on heavy atoms
     walk = create_noised_system(topology, positions, module, seed=1)
 walk.system.addForce(JamunForce(module))
 integrator = JamunIntegrator(temperature=300 * unit.kelvin)
