@@ -304,15 +304,13 @@ def check_samples(traj, out_path: Path, name: str) -> dict:
     return validity
 
 
-def plot_ramachandran(out_path: Path, traj, reference=None) -> str:
+def plot_ramachandran(out_path: Path, traj) -> str:
     """Ramachandran plot of the pooled samples ``traj`` of a run directory."""
     from .analysis.plots import ramachandran
     from .analysis.torsions import backbone_pairs, torsions
 
-    pairs = backbone_pairs(torsions(traj))
-    ref_pairs = backbone_pairs(torsions(reference)) if reference is not None else None
     path = str(out_path / "ramachandran.png")
-    return ramachandran(pairs, path, ref_pairs, title=f"{out_path.name}: {traj.n_frames} samples")
+    return ramachandran(backbone_pairs(torsions(traj)), path, title=f"{out_path.name}: {traj.n_frames} samples")
 
 
 __all__ = ["run_sampling", "resolve_model", "denoiser_for", "read_input"]
