@@ -126,7 +126,8 @@ def cmd_analyze(args) -> int:
         print(f"jump of {jump['frames']} noised reference frames: phi/psi JSD {jump['torsions']['mean_phi_psi_2d']:.3f}; "
               f"backbone 1-D {jump['torsions']['mean_backbone_1d']:.3f}; invalid frames "
               f"{jump['validity']['invalid_fraction']:.3f}; RMS error {10 * jump['rms_error_nm']:.2f} A "
-              f"(noise {10 * jump['noise_rms_nm']:.2f} A)")
+              f"(noise {10 * jump['noise_rms_nm']:.2f} A); score asymmetry |D-D^T|/|D+D^T| "
+              f"{jump['score_asymmetry']['mean']:.3f} (0 for a gradient field)")
     return 0
 
 

@@ -178,10 +178,37 @@ def test_analyze_jump_of_noised_reference_frames(tmp_path):
     assert jump["frames"] > 0 and jump["sigma_nm"] == pytest.approx(0.04)
     assert 0.0 < jump["rms_error_nm"] < 0.7 * jump["noise_rms_nm"]
     assert 0.0 <= jump["torsions"]["mean_backbone_1d"] <= 1.0
+    assert 0.0 < jump["score_asymmetry"]["mean"] <= jump["score_asymmetry"]["max"] < 1.0
     with pytest.raises(SystemExit, match="not found"):
         main(["analyze", str(tmp_path / "AA"), "--reference", str(tmp_path / "AA"), "--out", str(tmp_path / "y"),
               "--model", str(tmp_path / "missing.pt")])
     assert not (tmp_path / "y").exists()  # a bad --model fails before any output is written
+
+
+def test_score_asymmetry_is_zero_for_a_gradient_field_and_measures_a_curl():
+    """The Gaussian jump is a gradient field's (ratio 0); x̂ = y + ε R_z y with R_z the rotation generator
+    about z has D − Dᵀ = 2ε R_z and D + Dᵀ = 2 I per atom: the ratio is ε √(2/3)."""
+    from openmm_jamun.analysis.ensemble import score_asymmetry
+    from openmm_jamun.model.gaussian import gaussian_example
+
+    denoiser, topology, mu = gaussian_example(6)
+    reference = mdtraj.Trajectory(np.repeat(mu.value_in_unit(unit.nanometer)[None], 3, 0).astype(np.float32),
+                                  mdtraj.Topology.from_openmm(topology))
+    assert score_asymmetry(denoiser, reference)["mean"] == pytest.approx(0.0, abs=1e-6)
+
+    class Curl(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.num_atoms, self.sigma = 6, 0.04
+            self.generator = torch.tensor([[0.0, -1.0, 0.0], [1.0, 0.0, 0.0], [0.0, 0.0, 0.0]])
+
+        def forward(self, positions):
+            return positions + 0.1 * positions @ self.generator.T
+
+    result = score_asymmetry(Curl(), reference)
+    assert result["frames"] == 3 and result["mean"] == pytest.approx(0.1 * (2 / 3) ** 0.5, rel=1e-5)
+    with pytest.raises(ValueError, match="one-chain export"):
+        score_asymmetry(Curl(), reference.atom_slice(range(5)))
 
 
 def test_chemical_validity_counts_broken_frames(md_root):

@@ -139,6 +139,32 @@ def jump_of_reference(denoiser, reference, max_frames: int = 2000, seed: int = 0
     return mdtraj.Trajectory(jumped, reference.topology), float(np.sqrt((error**2).sum(-1).mean()))
 
 
+def score_asymmetry(denoiser, reference, frames: int = 20, seed: int = 0) -> dict:
+    """How far the learned score is from a gradient field, at σ-noised reference frames.
+
+    The exact jump x̂(y) = E[x | y] has the Jacobian ∂x̂/∂y = Cov[x | y] / σ², a symmetric matrix:
+    its score (x̂ − y)/σ² is the gradient of log p_Y, and a Langevin walk driven by it samples p_Y.
+    A network that outputs x̂ directly need not be conservative; a non-gradient part of the score
+    drives circulating currents that shift the walk's stationary law away from p_Y even where the
+    jump itself is accurate. Returns the mean and max over ``frames`` evenly spaced frames of
+    ‖D − Dᵀ‖_F / ‖D + Dᵀ‖_F, D = ∂x̂/∂y (0 for a conservative score; 3N backward passes a frame)."""
+    import torch
+
+    if denoiser.num_atoms != reference.n_atoms:
+        raise ValueError(f"the denoiser is for {denoiser.num_atoms} atoms, the reference has {reference.n_atoms} "
+                         "heavy atoms (a one-chain export for the reference's molecule is needed)")
+    index = np.unique(np.linspace(0, reference.n_frames - 1, min(frames, reference.n_frames)).astype(int))
+    clean = reference.xyz[index].astype(np.float32)
+    noisy = clean + float(denoiser.sigma) * np.random.default_rng(seed).standard_normal(clean.shape).astype(np.float32)
+    shape = noisy.shape[1:]
+    ratios = []
+    for y in noisy:
+        jacobian = torch.autograd.functional.jacobian(
+            lambda flat: denoiser(flat.reshape(shape)).reshape(-1), torch.from_numpy(y).reshape(-1))
+        ratios.append(float(torch.linalg.norm(jacobian - jacobian.T) / torch.linalg.norm(jacobian + jacobian.T)))
+    return {"frames": len(ratios), "mean": float(np.mean(ratios)), "max": float(np.max(ratios))}
+
+
 def compare_ensembles(samples, reference, lag: int = 10, clusters: int = 100, states: int = 4,
                       seed: int = 0) -> dict:
     """Every comparison of this module; ``samples`` and ``reference`` are heavy-atom

@@ -34,7 +34,7 @@ def analyze(samples: str, reference: str, out: str, lag: int = 10, states: int =
     """Compare ``samples`` with ``reference``; with ``model`` (a name in models/, a checkpoint or a
     one-chain TorchScript export) also the jump of σ-noised reference frames ("reference_jump"),
     which separates the denoiser's error from the walk's."""
-    from .ensemble import bond_lengths, chemical_validity, compare_ensembles, jump_of_reference
+    from .ensemble import bond_lengths, chemical_validity, compare_ensembles, jump_of_reference, score_asymmetry
     from .plots import ramachandran, state_probabilities, tica_densities
     from .torsions import backbone_pairs, torsion_jsds, torsions
 
@@ -67,7 +67,8 @@ def analyze(samples: str, reference: str, out: str, lag: int = 10, states: int =
         result["reference_jump"] = {
             "model": str(model_path), "frames": int(jumped.n_frames), "sigma_nm": float(denoiser.sigma),
             "rms_error_nm": rms_error, "noise_rms_nm": float(denoiser.sigma) * 3**0.5,
-            "torsions": torsion_jsds(jumped, ref_traj), "validity": chemical_validity(jumped, bond_lengths(ref_traj))}
+            "torsions": torsion_jsds(jumped, ref_traj), "validity": chemical_validity(jumped, bond_lengths(ref_traj)),
+            "score_asymmetry": score_asymmetry(denoiser, ref_traj)}
     with open(os.path.join(out, "analysis.json"), "w") as handle:
         json.dump(result, handle, indent=2, default=float)
     return result
