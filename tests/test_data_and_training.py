@@ -2,6 +2,7 @@
 
 import json
 import os
+import random
 import subprocess
 import sys
 
@@ -29,6 +30,32 @@ def test_build_peptide_capped_and_uncapped():
         check_sequence("AXB")
     with pytest.raises(ValueError, match="length"):
         check_sequence("A" * 11)
+
+
+def test_build_peptide_is_reproducible_and_leaves_the_callers_random_alone():
+    """addHydrogens places new hydrogens with Python's random: the build seeds it and restores the
+    caller's state, so two builds are bit-identical whatever the caller's random state, and the
+    caller's random stream continues as if no build had run (unseeded, two builds of AA differed
+    by 0.18 nm at hydrogens and 0.0017 nm at heavy atoms)."""
+    random.seed(123)
+    expected_next = random.Random(123).random()
+    _, first = build_peptide("AA")
+    assert random.random() == expected_next  # the caller's stream is untouched
+    random.seed(999)
+    _, second = build_peptide("AA")
+    np.testing.assert_array_equal(first.value_in_unit(unit.nanometer), second.value_in_unit(unit.nanometer))
+
+
+def test_md_with_the_same_seed_gives_identical_frames(tmp_path):
+    """A new run of a sequence with a seed is reproducible (one CPU thread: with several, the CPU
+    platform's force sums depend on the threads' timing)."""
+    frames = []
+    for name in ("first", "second"):
+        run_md("A", str(tmp_path / name), ns=0.005, seed=3, threads=1, equilibration=1 * unit.picosecond,
+               progress=False)
+        frames.append(mdtraj.load(str(tmp_path / name / "traj.xtc"), top=str(tmp_path / name / "topology.pdb")).xyz)
+    assert frames[0].shape == (5, 22, 3)
+    np.testing.assert_array_equal(frames[0], frames[1])
 
 
 def test_md_writes_frames_sidecar_and_resumes(md_root, tmp_path):

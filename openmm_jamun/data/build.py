@@ -4,11 +4,18 @@ Capped peptides (ACE-...-NME, the default) are built as Gly-...-Gly and the
 two glycines cut down to the cap atoms (ACE: CA→CH3, C, O; NME: N, CA→C);
 OpenMM's PDB name table renames them. Uncapped peptides are zwitterions at
 pH 7 (terminal OXT added).
+
+A build is deterministic: the same sequence gives bit-identical positions every time
+(``Modeller.addHydrogens`` places new hydrogens with Python's ``random``, which is seeded
+for the build and restored afterwards, and all OpenMM work runs on the Reference platform),
+so a seeded ``jamun sample``/``jamun md`` of a sequence is reproducible.
 """
 
 from __future__ import annotations
 
 import io
+import random
+from contextlib import contextmanager
 
 import numpy as np
 import openmm
@@ -45,6 +52,21 @@ def peptide_name(sequence: str, caps: bool = True) -> str:
     """Directory-friendly name: 'ACE-AD-NME' style is long, so capped 'AD' stays 'AD', uncapped 'uAD'."""
     seq = check_sequence(sequence)
     return seq if caps else f"u{seq}"
+
+
+#: Seed of Python's ``random`` while hydrogens are added (any fixed value; the caller's state is restored).
+_HYDROGEN_SEED = 0
+
+
+@contextmanager
+def _seeded_python_random(seed: int):
+    """Python's global ``random`` seeded with ``seed`` inside, the caller's random state restored after."""
+    state = random.getstate()
+    random.seed(seed)
+    try:
+        yield
+    finally:
+        random.setstate(state)
 
 
 def forcefield() -> app.ForceField:
@@ -84,16 +106,22 @@ def build_peptide(sequence: str, caps: bool = True, minimize: bool = True, ph: f
     """Build a peptide: returns (openmm Topology, positions Quantity in nm), hydrogens included.
 
     ``build_peptide("AD")`` gives ACE-ALA-ASP-NME, minimised with amber14 + GBn2.
+    Deterministic: the same arguments give bit-identical positions (see the module docstring);
+    the caller's Python ``random`` state is left as it was.
     """
     seq = check_sequence(sequence)
     pdb = app.PDBFile(io.StringIO(_heavy_atom_pdb(seq, caps)))
     ff = forcefield()
+    # Reference: single-threaded and the same on every machine (addHydrogens' default is the
+    # fastest platform: CUDA on a GPU, else CPU with as many threads as cores)
+    reference = openmm.Platform.getPlatformByName("Reference")
     modeller = app.Modeller(pdb.topology, pdb.positions)
-    modeller.addHydrogens(ff, pH=ph)
+    with _seeded_python_random(_HYDROGEN_SEED):  # addHydrogens starts new hydrogens at random offsets
+        modeller.addHydrogens(ff, pH=ph, platform=reference)
     positions = modeller.getPositions()
     if minimize:
         system = ff.createSystem(modeller.topology, nonbondedMethod=app.NoCutoff, constraints=app.HBonds)
-        context = openmm.Context(system, openmm.VerletIntegrator(0.001), openmm.Platform.getPlatformByName("Reference"))
+        context = openmm.Context(system, openmm.VerletIntegrator(0.001), reference)
         context.setPositions(positions)
         openmm.LocalEnergyMinimizer.minimize(context, 1.0, 2000)
         positions = context.getState(getPositions=True).getPositions(asNumpy=True)
