@@ -29,6 +29,12 @@ def _prepare_out(path: str, overwrite: bool) -> None:
     os.makedirs(path, exist_ok=True)
 
 
+def _check_out_file(path: str) -> None:
+    directory = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(directory):
+        raise FileNotFoundError(f"the directory of {path} does not exist")
+
+
 def cmd_demo(args) -> int:
     """Walk-jump on the analytic Gaussian denoiser: the 30-second check that everything is wired."""
     import numpy as np
@@ -107,8 +113,8 @@ def cmd_sample(args) -> int:
                           backend=args.backend, seed=args.seed, progress=not args.quiet)
     print(f"{record['frames']} clean frames x {record['chains']} chain(s) of {record['name']} in "
           f"{record['wall_time_s']} s ({record['steps_per_s']} steps/s); every bond within 0.2 Å of the input "
-          f"structure's in {1 - record['validity']['broken_bond_fraction']:.0%} of them -> {args.out}/samples.dcd, "
-          f"{record.get('ramachandran', '')}")
+          f"structure's in {1 - record['validity']['broken_bond_fraction']:.0%} of them -> {args.out}/samples.dcd"
+          + (f", {record['ramachandran']}" if record.get("ramachandran") else ""))
     return 0
 
 
@@ -138,6 +144,7 @@ def cmd_export(args) -> int:
     model_path = resolve_model(args.model)
     warn_if_untrained(model_path, model_card(model_path), topology)
     module = denoiser_for(model_path, topology, args.chains)
+    _check_out_file(args.out)
     import torch
 
     torch.jit.save(module, args.out)
@@ -148,6 +155,7 @@ def cmd_export(args) -> int:
 def cmd_release(args) -> int:
     from .model.export import write_release
 
+    _check_out_file(args.out)
     extra = json.loads(open(args.card).read()) if args.card else {}
     card = write_release(args.checkpoint, args.out, extra)
     print(f"released {args.out} ({card['parameters']} parameters, best validation loss "
@@ -160,43 +168,51 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     demo = sub.add_parser("demo", help="walk-jump on the analytic Gaussian denoiser; writes clean frames")
-    demo.add_argument("--out", default="jamun-demo")
-    demo.add_argument("--steps", type=_positive_int, default=5000)
-    demo.add_argument("--interval", type=_positive_int, default=10)
-    demo.add_argument("--particles", type=_positive_int, default=30)
-    demo.add_argument("--backend", choices=("auto", "python", "torch"), default="auto")
-    demo.add_argument("--seed", type=int, default=0)
-    demo.add_argument("--overwrite", action="store_true")
+    demo.add_argument("--out", default="jamun-demo", help="output directory (default jamun-demo)")
+    demo.add_argument("--steps", type=_positive_int, default=5000, help="walk steps (default 5000)")
+    demo.add_argument("--interval", type=_positive_int, default=10, help="steps between clean frames (default 10)")
+    demo.add_argument("--particles", type=_positive_int, default=30, help="particles (default 30)")
+    demo.add_argument("--backend", choices=("auto", "python", "torch"), default="auto",
+                      help="force backend (default auto)")
+    demo.add_argument("--seed", type=int, default=0, help="seed (default 0)")
+    demo.add_argument("--overwrite", action="store_true", help="replace a non-empty output directory")
     demo.set_defaults(func=cmd_demo)
 
     md = sub.add_parser("md", help="reference MD (amber14 + GBn2, 300 K) of a peptide; resumable")
     md.add_argument("peptide", help="one-letter sequence (capped with ACE/NME unless --uncapped) or a PDB file")
-    md.add_argument("--ns", type=_positive_float, default=10.0)
-    md.add_argument("--out", required=True)
-    md.add_argument("--uncapped", action="store_true")
-    md.add_argument("--seed", type=int, default=0)
-    md.add_argument("--platform", default=None)
-    md.add_argument("--threads", type=_positive_int, default=None)
+    md.add_argument("--ns", type=_positive_float, default=10.0,
+                    help="production length in ns (default 10); more than a finished run's extends it")
+    md.add_argument("--out", required=True, help="output directory (traj.xtc, topology.pdb, md.json, md.chk)")
+    md.add_argument("--uncapped", action="store_true", help="zwitterionic termini instead of ACE/NME caps")
+    md.add_argument("--seed", type=int, default=None,
+                    help="seed of the velocities and the thermostat (default 0; a resumed run keeps its own)")
+    md.add_argument("--platform", default=None, help="OpenMM platform (default: OpenMM's fastest)")
+    md.add_argument("--threads", type=_positive_int, default=None, help="CPU threads (default: all)")
     md.add_argument("--equilibration-ps", type=_positive_float, default=None,
                     help="equilibration before the first frame (default 100 ps; a resumed run keeps its own)")
     md.set_defaults(func=cmd_md)
 
     sa = sub.add_parser("sample", help="walk-jump sampling of a peptide with a trained model (the main job)")
-    sa.add_argument("input", help="one-letter sequence (built as ACE-...-NME) or a PDB file")
-    sa.add_argument("--model", default="default", help="'default' (models/capped_2aa.pt), a name in models/, "
-                    "a training checkpoint or a TorchScript export")
-    sa.add_argument("--steps", type=_positive_int, default=10000, help="total walk steps")
-    sa.add_argument("--chains", type=_positive_int, default=1, help="independent walks in one System")
-    sa.add_argument("--interval", type=_positive_int, default=10, help="steps between clean frames")
-    sa.add_argument("--out", required=True)
-    sa.add_argument("--walk", action="store_true", help="also write the noisy walk (walk.dcd)")
-    sa.add_argument("--resume", action="store_true", help="continue a run from its checkpoint")
-    sa.add_argument("--overwrite", action="store_true")
-    sa.add_argument("--platform", default="CPU", help="OpenMM platform: CPU, CUDA, Reference")
-    sa.add_argument("--threads", type=_positive_int, default=1, help="CPU threads for OpenMM and torch")
-    sa.add_argument("--backend", choices=("auto", "torch", "python"), default="auto")
-    sa.add_argument("--seed", type=int, default=0)
-    sa.add_argument("--quiet", action="store_true")
+    sa.add_argument("input", help="one-letter sequence (built as ACE-...-NME) or a PDB/PDBx file of one peptide")
+    # None: the default for a new run, the run's own setting for --resume (a different one is an error)
+    sa.add_argument("--model", default=None, help="'default' (models/capped_2aa.pt; the default), a name in "
+                    "models/, a training checkpoint or a TorchScript export")
+    sa.add_argument("--steps", type=_positive_int, default=10000,
+                    help="total walk steps, counting those of the run being resumed (default 10000)")
+    sa.add_argument("--chains", type=_positive_int, default=None, help="independent walks in one System (default 1)")
+    sa.add_argument("--interval", type=_positive_int, default=None, help="steps between clean frames (default 10)")
+    sa.add_argument("--out", required=True, help="output directory")
+    sa.add_argument("--walk", action="store_true", default=None, help="also write the noisy walk (walk.dcd)")
+    sa.add_argument("--resume", action="store_true",
+                    help="continue a run from its checkpoint, with the settings in its run.json")
+    sa.add_argument("--overwrite", action="store_true", help="replace a non-empty output directory")
+    sa.add_argument("--platform", default=None, help="OpenMM platform: CPU (the default), CUDA, Reference")
+    sa.add_argument("--threads", type=_positive_int, default=1, help="CPU threads for OpenMM and torch (default 1)")
+    sa.add_argument("--backend", choices=("auto", "torch", "python"), default="auto",
+                    help="JamunForce through openmm-torch (torch) or openmm.PythonForce (python); auto: torch "
+                         "where openmm-torch imports")
+    sa.add_argument("--seed", type=int, default=None, help="seed of the initial noise and the walk (default 0)")
+    sa.add_argument("--quiet", action="store_true", help="no progress bar")
     sa.set_defaults(func=cmd_sample)
 
     an = sub.add_parser("analyze", help="compare samples with reference MD: torsion JSDs, TICA, MSM states, plots")
@@ -212,10 +228,10 @@ def build_parser() -> argparse.ArgumentParser:
     an.set_defaults(func=cmd_analyze)
 
     ex = sub.add_parser("export", help="TorchScript denoiser for one peptide (K chains), e.g. for JamunForce")
-    ex.add_argument("input", help="one-letter sequence or PDB file")
-    ex.add_argument("--model", default="default")
-    ex.add_argument("--chains", type=_positive_int, default=1)
-    ex.add_argument("--out", required=True)
+    ex.add_argument("input", help="one-letter sequence or PDB/PDBx file")
+    ex.add_argument("--model", default="default", help="as for sample (default: the shipped model)")
+    ex.add_argument("--chains", type=_positive_int, default=1, help="copies of the molecule (default 1)")
+    ex.add_argument("--out", required=True, help="the TorchScript file to write")
     ex.set_defaults(func=cmd_export)
 
     rl = sub.add_parser("release", help="ship a training checkpoint as a model (weights only) with its JSON card")
@@ -227,8 +243,8 @@ def build_parser() -> argparse.ArgumentParser:
     tr = sub.add_parser("train", help="train a denoiser from a JSON config (torchrun-able for DDP)")
     tr.add_argument("config", help="JSON file with TrainConfig fields (see examples/train_capped_2aa.json)")
     tr.add_argument("--out", default=None, help="override the config's output directory")
-    tr.add_argument("--max-steps", type=_positive_int, default=None)
-    tr.add_argument("--quiet", action="store_true")
+    tr.add_argument("--max-steps", type=_positive_int, default=None, help="override the config's max_steps")
+    tr.add_argument("--quiet", action="store_true", help="no progress bar")
     tr.set_defaults(func=cmd_train)
     return parser
 
@@ -242,7 +258,11 @@ def main(argv=None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
-    except (ValueError, FileNotFoundError, FileExistsError) as error:  # bad input: the message, not a traceback
+    except Exception as error:  # bad input (or an unusable platform or path): the message, not a traceback
+        from openmm import OpenMMException
+
+        if not isinstance(error, (ValueError, OSError, OpenMMException)):
+            raise
         raise SystemExit(f"error: {error}") from None
 
 

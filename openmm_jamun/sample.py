@@ -29,6 +29,9 @@ TOPOLOGY = "topology.pdb"
 LOG = "log.csv"
 CHECKPOINT = "walk.chk"
 RUN = "run.json"
+STRUCTURE_SUFFIXES = (".pdb", ".cif", ".pdbx")
+# What a run keeps when it is resumed, and the defaults of a new run.
+RUN_SETTINGS = {"model": "default", "chains": 1, "interval": 10, "write_walk": False, "seed": 0, "platform": "CPU"}
 
 
 def resolve_model(model: str) -> Path:
@@ -77,9 +80,24 @@ def untrained_length(card: dict | None, topology) -> int | None:
     return None if not trained or length in trained else length
 
 
+def untrained_termini(card: dict | None, topology) -> str | None:
+    """'uncapped' or 'capped' when the peptide's termini differ from those of the training peptides
+    (the card's ``caps``), else None."""
+    if not card or "caps" not in card:
+        return None
+    names = {r.name for r in topology.residues()}
+    capped = "ACE" in names and "NME" in names
+    return None if capped == bool(card["caps"]) else ("capped" if capped else "uncapped")
+
+
 def warn_if_untrained(model_path: Path, card: dict | None, topology, stacklevel: int = 3):
-    """Warn about residue types and a peptide length that no training sequence of the model card has;
-    returns (untrained residue names, untrained length or None)."""
+    """Warn about residue types, a peptide length and termini that no training sequence of the model
+    card has; returns (untrained residue names, untrained length or None)."""
+    termini = untrained_termini(card, topology)
+    if termini is not None:
+        trained = "capped (ACE-...-NME)" if card["caps"] else "uncapped (zwitterionic)"
+        warnings.warn(f"{model_path.name} was trained on {trained} peptides only; this one is {termini}: "
+                      "expect poorer samples", stacklevel=stacklevel)
     untrained = untrained_residues(card, topology)
     if untrained:
         warnings.warn(f"{model_path.name} was not trained on residue type(s) {', '.join(untrained)} "
@@ -115,18 +133,24 @@ def denoiser_for(model_path, topology, chains: int):
 
 
 def read_input(source: str):
-    """(topology, positions, name) from a one-letter sequence (capped) or a PDB file."""
+    """(topology, positions, name) from a one-letter sequence (capped) or a PDB/PDBx file holding one
+    peptide of standard residues with PDB atom names."""
     from openmm import app
 
     from .data.build import build_peptide, check_sequence
-    from .model.featurize import RESIDUE_ALIASES, RESIDUES
+    from .model.featurize import ATOM_NAMES, RESIDUE_ALIASES, RESIDUES
 
     if os.path.isfile(source):
-        pdb = app.PDBFile(source)
-        topology, positions = pdb.topology, pdb.getPositions(asNumpy=True)
+        if source.lower().endswith((".cif", ".pdbx")):
+            structure = app.PDBxFile(source)
+        elif source.lower().endswith(".pdb"):
+            structure = app.PDBFile(source)
+        else:
+            raise ValueError(f"input file {source}: expected a .pdb, .cif or .pdbx structure")
+        topology, positions = structure.topology, structure.getPositions(asNumpy=True)
         name = Path(source).stem
     else:
-        if source.lower().endswith((".pdb", ".cif")):
+        if source.lower().endswith(STRUCTURE_SUFFIXES):
             raise FileNotFoundError(f"input file not found: {source}")
         topology, positions = build_peptide(check_sequence(source))
         name = source.upper()
@@ -135,14 +159,56 @@ def read_input(source: str):
     if unsupported:
         raise ValueError(f"unsupported residue(s) {', '.join(unsupported)} in {source}: the model knows the 20 "
                          "standard amino acids and ACE/NME caps")
+    chains = [chain.id for chain in topology.chains() if any(r.name != "HOH" for r in chain.residues())]
+    if len(chains) > 1:
+        raise ValueError(f"{source} holds {len(chains)} peptide chains ({', '.join(chains)}): JAMUN samples one "
+                         "peptide; write each chain to its own file")
+    # An unknown name featurizes as 'other', and OpenMM drops its template bonds: the model would
+    # see a different molecule. Names follow the PDB/Amber convention (ACE CH3, NME N and C).
+    unknown = sorted({f"{atom.name} ({atom.residue.name})" for atom in topology.atoms()
+                      if atom.element is not None and atom.element.symbol not in ("H", "D")
+                      and atom.name not in ATOM_NAMES[:-1]})
+    if unknown:
+        raise ValueError(f"heavy atom name(s) {', '.join(unknown)} in {source} are unknown to the model, which "
+                         "knows PDB atom names (e.g. ACE's CH3): rename them")
     return topology, positions, name
 
 
-def run_sampling(source: str, out: str, model: str = "default", steps: int = 10000, chains: int = 1,
-                 interval: int = 10, write_walk: bool = False, resume: bool = False, overwrite: bool = False,
-                 platform: str = "CPU", threads: int | None = 1, backend: str = "auto", seed: int = 0,
-                 progress: bool = True, plot: bool = True) -> dict:
-    """Sample ``source`` (sequence or PDB) into ``out``. Returns the run record (also ``out/run.json``)."""
+def _same_input(given: str, kept: str) -> bool:
+    if os.path.isfile(given) or os.path.isfile(kept):
+        return os.path.abspath(given) == os.path.abspath(kept)
+    return given.upper() == kept.upper()
+
+
+def _same_setting(key: str, given, kept) -> bool:
+    if key == "model":
+        return resolve_model(given).resolve() == Path(kept).resolve()
+    if key == "platform":
+        return str(given).lower() == str(kept).lower()
+    return given == kept
+
+
+def openmm_platform(name: str):
+    """The OpenMM platform called ``name`` (any case), or an error that lists the available ones."""
+    import openmm
+
+    names = [openmm.Platform.getPlatform(i).getName() for i in range(openmm.Platform.getNumPlatforms())]
+    match = {n.lower(): n for n in names}.get(str(name).lower())
+    if match is None:
+        raise ValueError(f"OpenMM platform {name!r} is not available here; available: {', '.join(names)} "
+                         "(CUDA needs the [cuda] extra and a GPU)")
+    return openmm.Platform.getPlatformByName(match)
+
+
+def run_sampling(source: str, out: str, model: str | None = None, steps: int = 10000, chains: int | None = None,
+                 interval: int | None = None, write_walk: bool | None = None, resume: bool = False,
+                 overwrite: bool = False, platform: str | None = None, threads: int | None = 1,
+                 backend: str = "auto", seed: int | None = None, progress: bool = True, plot: bool = True) -> dict:
+    """Sample ``source`` (sequence or PDB) into ``out``. Returns the run record (also ``out/run.json``).
+
+    ``steps`` is the total. None for model, chains, interval, write_walk, seed or platform means the
+    default (:data:`RUN_SETTINGS`) for a new run and the run's own for ``resume``; a resumed run keeps
+    its settings, so giving a different value (or another input) is an error."""
     import openmm
     from openmm import app, unit
     from tqdm import tqdm
@@ -150,22 +216,37 @@ def run_sampling(source: str, out: str, model: str = "default", steps: int = 100
     from . import JamunIntegrator, JumpReporter, create_noised_system, make_jamun_force
     from .reporter import truncate_trajectory
 
+    given = {"model": model, "chains": chains, "interval": interval, "write_walk": write_walk, "seed": seed,
+             "platform": platform}
+    out_path = Path(out)
+    if out_path.exists() and not out_path.is_dir():
+        raise ValueError(f"output {out} is a file, not a directory")
+    if resume:
+        if not (out_path / CHECKPOINT).is_file():
+            raise FileNotFoundError(f"cannot resume: no {CHECKPOINT} in {out}")
+        record = json.loads((out_path / RUN).read_text())
+        for key, value in given.items():
+            if value is not None and not _same_setting(key, value, record[key]):
+                raise ValueError(f"cannot resume {out} with {key} {value!r}: the run was started with "
+                                 f"{record[key]!r} (run.json), and a resumed run keeps its settings")
+        if not _same_input(source, record["input"]):
+            raise ValueError(f"cannot resume {out} with input {source!r}: it is a run of {record['input']!r}")
+        settings = {key: record[key] for key in given}
+        source = record["input"]
+    else:
+        if out_path.exists() and any(out_path.iterdir()) and not overwrite:
+            raise FileExistsError(f"output directory {out} exists and is not empty (use --overwrite or --resume)")
+        settings = {key: RUN_SETTINGS[key] if value is None else value for key, value in given.items()}
+    model, chains, interval, write_walk, seed, platform = (settings[key] for key in given)
     if int(steps) != steps or steps < 1:
         raise ValueError(f"steps must be a positive integer; got {steps}")
     if int(chains) != chains or chains < 1:
         raise ValueError(f"chains must be a positive integer; got {chains}")
     if int(interval) != interval or interval < 1:
         raise ValueError(f"interval must be a positive integer; got {interval}")
-    out_path = Path(out)
-    if resume:
-        if not (out_path / CHECKPOINT).is_file():
-            raise FileNotFoundError(f"cannot resume: no {CHECKPOINT} in {out}")
-        record = json.loads((out_path / RUN).read_text())
-        model, chains, interval, write_walk, seed = (record["model"], record["chains"], record["interval"],
-                                                     record["write_walk"], record["seed"])
-        source = record["input"]
-    elif out_path.exists() and any(out_path.iterdir()) and not overwrite:
-        raise FileExistsError(f"output directory {out} exists and is not empty (use --overwrite or --resume)")
+    if steps < interval:
+        raise ValueError(f"steps ({steps}) is less than the interval between clean frames ({interval}): "
+                         "the run would write no sample")
 
     # Everything that can fail on input is checked before the output directory is touched.
     if threads:
@@ -188,7 +269,7 @@ def run_sampling(source: str, out: str, model: str = "default", steps: int = 100
     force = make_jamun_force(denoiser, backend=backend, **extra)
     integrator = JamunIntegrator(sigma=walk.sigma)
     integrator.setRandomNumberSeed(seed + 1)
-    plat = openmm.Platform.getPlatformByName(platform)
+    plat = openmm_platform(platform)
     properties = {"Threads": str(int(threads))} if (threads and plat.getName() == "CPU") else {}
     walk.system.addForce(force)
     simulation = app.Simulation(walk.topology, walk.system, integrator, plat, properties)
@@ -304,13 +385,18 @@ def check_samples(traj, out_path: Path, name: str) -> dict:
     return validity
 
 
-def plot_ramachandran(out_path: Path, traj) -> str:
-    """Ramachandran plot of the pooled samples ``traj`` of a run directory."""
+def plot_ramachandran(out_path: Path, traj) -> str | None:
+    """Ramachandran plot of the pooled samples ``traj`` of a run directory (None when no residue has
+    both φ and ψ)."""
     from .analysis.plots import ramachandran
     from .analysis.torsions import backbone_pairs, torsions
 
-    path = str(out_path / "ramachandran.png")
-    return ramachandran(backbone_pairs(torsions(traj)), path, title=f"{out_path.name}: {traj.n_frames} samples")
+    path = ramachandran(backbone_pairs(torsions(traj)), str(out_path / "ramachandran.png"),
+                        title=f"{out_path.name}: {traj.n_frames} samples")
+    if path is None:
+        warnings.warn("no residue has both a phi and a psi torsion (an uncapped single residue or dipeptide): "
+                      "no Ramachandran plot", stacklevel=3)
+    return path
 
 
 __all__ = ["run_sampling", "resolve_model", "denoiser_for", "read_input"]

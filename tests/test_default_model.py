@@ -154,3 +154,21 @@ def test_lengths_outside_the_training_set_are_flagged(shipped, tmp_path):
     assert json.loads((tmp_path / "a" / "run.json").read_text())["untrained_length"] == 1
     with pytest.warns(UserWarning, match="this one has 1"):  # exporting for it warns as well
         main(["export", "A", "--out", str(tmp_path / "a.pt")])
+
+
+def test_uncapped_peptides_are_flagged_and_sampled_without_a_plot(tmp_path):
+    """The shipped model knows capped peptides (its card's caps); an uncapped (zwitterionic) dipeptide
+    is sampled with a warning, and, having no residue with both φ and ψ, without a Ramachandran plot."""
+    from openmm_jamun.data.build import write_pdb
+
+    topology, positions = build_peptide("AA", caps=False)
+    pdb = tmp_path / "uAA.pdb"
+    write_pdb(pdb, topology, positions)
+    with pytest.warns(UserWarning) as caught:
+        assert main(["sample", str(pdb), "--steps", "20", "--out", str(tmp_path / "u"), "--quiet"]) == 0
+    messages = [str(w.message) for w in caught]
+    assert any("trained on capped (ACE-...-NME) peptides only; this one is uncapped" in m for m in messages)
+    assert any("no Ramachandran plot" in m for m in messages)
+    record = json.loads((tmp_path / "u" / "run.json").read_text())
+    assert record["frames"] == 2 and record["validity"]["frames"] == 2 and record["ramachandran"] is None
+    assert not (tmp_path / "u" / "ramachandran.png").exists()

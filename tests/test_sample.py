@@ -137,6 +137,56 @@ def test_bad_inputs_give_clear_errors_and_write_nothing(gaussian_model, tmp_path
     assert [p.name for p in out.iterdir()] == ["keep.txt"]
     with pytest.raises(SystemExit, match="cannot resume"):
         main(["sample", "A", "--model", gaussian_model, "--steps", "10", "--out", str(out), "--resume"])
+    fresh = tmp_path / "fresh"
+    # fewer steps than the interval (no sample would be written), an unknown platform, --out a file
+    with pytest.raises(SystemExit, match=r"steps \(5\) is less than the interval"):
+        main(["sample", "A", "--model", gaussian_model, "--steps", "5", "--out", str(fresh)])
+    with pytest.raises(SystemExit, match="platform 'Nope' is not available here; available: .*CPU"):
+        main(["sample", "A", "--model", gaussian_model, "--steps", "10", "--out", str(fresh), "--platform", "Nope"])
+    with pytest.raises(SystemExit, match="is a file, not a directory"):
+        main(["sample", "A", "--model", gaussian_model, "--steps", "10", "--out", str(out / "keep.txt")])
+    assert not fresh.exists()
+
+
+def test_input_structures_the_model_cannot_read_are_refused(gaussian_model, tmp_path):
+    """Two peptide chains, or heavy atoms under names the model does not know (a renamed cap carbon),
+    are errors (OpenMM maps CHARMM names such as CAY itself); a PDBx/mmCIF file is read as such."""
+    from openmm_jamun.sample import read_input
+
+    topology, positions = build_peptide("A", minimize=False)
+    modeller = app.Modeller(topology, positions)
+    modeller.add(topology, positions + 2.0 * unit.nanometer)
+    two = tmp_path / "two.pdb"
+    write_pdb(two, modeller.topology, modeller.positions)
+    with pytest.raises(ValueError, match="2 peptide chains"):
+        read_input(str(two))
+    next(a for a in topology.atoms() if a.name == "CH3").name = "CM"
+    renamed = tmp_path / "renamed.pdb"
+    write_pdb(renamed, topology, positions)
+    with pytest.raises(ValueError, match=r"CM \(ACE\) .*unknown to the model"):
+        read_input(str(renamed))
+    topology, positions = build_peptide("A", minimize=False)
+    cif = tmp_path / "a.cif"
+    with open(cif, "w") as handle:
+        app.PDBxFile.writeFile(topology, positions, handle)
+    read, _, name = read_input(str(cif))
+    assert name == "a" and read.getNumAtoms() == topology.getNumAtoms()
+
+
+def test_resume_keeps_the_run_settings_and_refuses_others(gaussian_model, tmp_path):
+    out = tmp_path / "run"
+    run_sampling("A", str(out), model=gaussian_model, steps=20, seed=3, progress=False, plot=False)
+    for change, match in ((dict(chains=2), "chains 2.*started with 1"), (dict(seed=0), "seed 0.*started with 3"),
+                          (dict(write_walk=True), "write_walk"), (dict(platform="Reference"), "platform")):
+        with pytest.raises(ValueError, match=match):
+            run_sampling("A", str(out), model=gaussian_model, steps=40, resume=True, progress=False, plot=False,
+                         **change)
+    with pytest.raises(ValueError, match="with input 'AA': it is a run of 'A'"):
+        run_sampling("AA", str(out), steps=40, resume=True, progress=False, plot=False)
+    # the same settings given again, or none: it continues
+    record = run_sampling("a", str(out), model=gaussian_model, steps=40, chains=1, platform="cpu", resume=True,
+                          progress=False, plot=False)
+    assert record["frames"] == 4 and record["chains"] == 1 and record["seed"] == 3
 
 
 def test_jsd_known_values():

@@ -15,10 +15,13 @@ def _pyplot():
 
 
 def ramachandran(pairs: dict[str, np.ndarray], path: str, reference: dict[str, np.ndarray] | None = None,
-                 title: str = "", labels=("JAMUN", "reference")) -> str:
-    """Log-density Ramachandran plots, one row per residue; sample beside reference if given."""
-    plt = _pyplot()
+                 title: str = "", labels=("JAMUN", "reference")) -> str | None:
+    """Log-density Ramachandran plots, one row per residue; sample beside reference if given.
+    None (no file) when no residue has both φ and ψ."""
     residues = sorted(pairs, key=int)
+    if not residues:
+        return None
+    plt = _pyplot()
     columns = 2 if reference is not None else 1
     fig, axes = plt.subplots(len(residues), columns, figsize=(4.2 * columns, 3.8 * len(residues)), squeeze=False)
     edges = np.linspace(-180, 180, 61)

@@ -63,7 +63,7 @@ def _platform(name: str | None, threads: int | None):
     return platform, properties
 
 
-def run_md(structure: str, out_dir: str, ns: float = 10.0, *, caps: bool = True, seed: int = 0,
+def run_md(structure: str, out_dir: str, ns: float = 10.0, *, caps: bool = True, seed: int | None = None,
            temperature=300 * unit.kelvin, timestep=2 * unit.femtosecond, friction=1 / unit.picosecond,
            frame_interval=1 * unit.picosecond, equilibration=None,
            platform: str | None = None, threads: int | None = None, progress: bool = True,
@@ -73,8 +73,8 @@ def run_md(structure: str, out_dir: str, ns: float = 10.0, *, caps: bool = True,
     A directory that holds a checkpoint is resumed, and a larger ``ns`` extends a finished run.
     A resumed run keeps the settings it started with: ``equilibration`` (default 100 ps for a new
     run) is then the run's own, and a setting that differs from ``md.json`` (temperature, timestep,
-    friction, frame interval, equilibration, or another peptide) is an error, not a trajectory
-    that silently changes physics or loses frames.
+    friction, frame interval, equilibration, seed, or another peptide) is an error, not a trajectory
+    that silently changes physics or loses frames. ``seed`` None: 0 for a new run, the run's own on resume.
 
     Returns the sidecar record (also written to ``out_dir/md.json``).
     """
@@ -93,7 +93,10 @@ def run_md(structure: str, out_dir: str, ns: float = 10.0, *, caps: bool = True,
         pdb = app.PDBFile(top_path)
         topology, positions = pdb.topology, pdb.positions
         record = json.load(open(json_path)) if os.path.isfile(json_path) else {}
-        seed = record.get("seed", seed)
+        if seed is not None and "seed" in record and int(seed) != record["seed"]:
+            raise ValueError(f"{out_dir} is a run with seed {record['seed']}; a resumed run keeps its seed "
+                             f"(asked for {seed})")
+        seed = record.get("seed", 0 if seed is None else seed)
         equilibration = _check_resume(out_dir, record, structure, caps, temperature, timestep, friction,
                                       frame_interval, equilibration)
     else:
@@ -107,6 +110,7 @@ def run_md(structure: str, out_dir: str, ns: float = 10.0, *, caps: bool = True,
             topology, positions = build_peptide(structure, caps=caps)
             name = peptide_name(structure, caps)
         record = {"name": name, "source": structure, "caps": caps, "wall_time_s": 0.0}
+        seed = 0 if seed is None else seed
     if equilibration is None:
         equilibration = DEFAULT_EQUILIBRATION
 
