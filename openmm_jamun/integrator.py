@@ -51,9 +51,10 @@ class JamunIntegrator(openmm.CustomIntegrator):
         in the walk's statistics but must match the force's temperature.
     sigma : length (plain numbers: nm)
         Noise level; the default timestep is δ = σ.
-    friction_per_step : float
+    friction_per_step : float, or a collision rate (1/time)
         γ, dimensionless: the O step keeps e^{−γ} of the velocity each step.
-        The equivalent OpenMM collision rate is :attr:`collision_rate` = γ/Δt.
+        The equivalent OpenMM collision rate is :attr:`collision_rate` = γ/Δt;
+        a rate quantity (e.g. 25/picosecond) is converted to γ = rate·Δt.
     mass : float
         JAMUN's M. Walk particles must have mass M·kT (:attr:`particle_mass`);
         :func:`~openmm_jamun.system.create_noised_system` sets it.
@@ -65,15 +66,18 @@ class JamunIntegrator(openmm.CustomIntegrator):
                  mass=1.0, timestep=None):
         temperature_k = temperature_kelvin(temperature)
         sigma_nm = length_nm(sigma, "sigma")
-        gamma = float(friction_per_step)
-        if not (math.isfinite(gamma) and gamma >= 0):
-            raise ValueError(f"friction_per_step must be >= 0; got {friction_per_step}")
         if unit.is_quantity(mass):
             raise TypeError("mass is JAMUN's dimensionless M (particle mass = M·kT); pass a plain number")
         mass = float(mass)
         if not (math.isfinite(mass) and mass > 0):
             raise ValueError(f"mass must be positive; got {mass}")
         dt = _timestep_ps(timestep, sigma_nm)
+        if unit.is_quantity(friction_per_step) and friction_per_step.unit.is_compatible(unit.picosecond**-1):
+            gamma = friction_per_step.value_in_unit(unit.picosecond**-1) * dt
+        else:
+            gamma = to_plain(friction_per_step, unit.dimensionless, "friction_per_step (γ per step, or a rate)")
+        if not gamma >= 0:
+            raise ValueError(f"friction_per_step must be >= 0; got {friction_per_step}")
         super().__init__(dt)
 
         kT = kT_kj_per_mol(temperature_k)

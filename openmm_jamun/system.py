@@ -64,6 +64,19 @@ def _positions_nm(positions, n_atoms: int) -> np.ndarray:
     return array
 
 
+def _check_bond_lengths(topology: app.Topology, x_nm: np.ndarray) -> None:
+    """Covalent bonds are 0.1-0.2 nm long: a median far outside that means positions in the wrong
+    unit (Å given as plain numbers, which OpenMM reads as nm), not a molecule."""
+    pairs = np.array([(a.index, b.index) for a, b in topology.bonds()], dtype=np.int64).reshape(-1, 2)
+    if len(pairs) == 0:
+        return
+    median = float(np.median(np.linalg.norm(x_nm[pairs[:, 0]] - x_nm[pairs[:, 1]], axis=1)))
+    if not 0.05 < median < 0.3:
+        hint = " (they look like Å: plain numbers are read as nm)" if 0.5 < median < 3 else ""
+        raise ValueError(f"bonded atoms are {median:.3g} nm apart (median over {len(pairs)} bonds), not 0.1-0.2 nm: "
+                         f"positions in the wrong unit{hint}; pass an openmm.unit quantity")
+
+
 def heavy_atom_indices(topology: app.Topology) -> np.ndarray:
     """Indices of atoms that are not hydrogen (atoms without an element count as heavy)."""
     return np.array(
@@ -123,6 +136,7 @@ def create_noised_system(structure, positions=None, denoiser=None, *, sigma=None
     """
     topology, raw_positions = _read_structure(structure, positions)
     x_all = _positions_nm(raw_positions, topology.getNumAtoms())
+    _check_bond_lengths(topology, x_all)
 
     if heavy_atoms_only:
         indices = heavy_atom_indices(topology)
@@ -175,6 +189,8 @@ def create_noised_system(structure, positions=None, denoiser=None, *, sigma=None
 
     temperature_k = temperature_kelvin(temperature)
     kT = kT_kj_per_mol(temperature_k)
+    if unit.is_quantity(mass):
+        raise TypeError(f"mass is JAMUN's dimensionless M (particle mass = M·kT); pass a plain number, not {mass}")
     particle_mass = float(mass) * kT
     if not particle_mass > 0:
         raise ValueError(f"mass must be positive; got {mass}")

@@ -126,6 +126,24 @@ def test_units_are_checked():
         oj.JamunIntegrator(temperature=-1)
     with pytest.raises(TypeError, match="mass"):
         oj.JamunIntegrator(mass=1 * unit.amu)
+    # a collision rate is converted with the timestep (δ = σ = 0.04 ps): 25/ps is γ = 1 per step
+    assert oj.JamunIntegrator(friction_per_step=25 / unit.picosecond).friction_per_step == pytest.approx(1.0)
+    with pytest.raises(TypeError, match="friction_per_step"):
+        oj.JamunIntegrator(friction_per_step=1 * unit.nanometer)
+
+
+def test_positions_in_the_wrong_unit_are_refused():
+    """Å given as plain numbers (OpenMM reads nm) make bonds 10x too long: an error, not a walk."""
+    from openmm_jamun.data.build import build_peptide
+
+    topology, positions = build_peptide("A", minimize=False)
+    angstrom_numbers = positions.value_in_unit(unit.angstrom)
+    with pytest.raises(ValueError, match="look like Å"):
+        oj.create_noised_system(topology, angstrom_numbers, sigma=0.04)
+    with pytest.raises(TypeError, match="mass"):
+        oj.create_noised_system(topology, positions, sigma=0.04, mass=2.5 * unit.amu, heavy_atoms_only=False)
+    noised = oj.create_noised_system(topology, positions.in_units_of(unit.angstrom), sigma=0.04, heavy_atoms_only=False)
+    assert noised.system.getNumParticles() == topology.getNumAtoms()
 
 
 def test_denoiser_for_another_atom_count(gaussian10, gaussian30, tmp_path):
