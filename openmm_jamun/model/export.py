@@ -106,7 +106,13 @@ def save_checkpoint(path, denoiser: Denoiser, **extra) -> None:
 def load_checkpoint(path, averaged: bool = False) -> tuple[Denoiser, dict]:
     """Rebuild the Denoiser of a checkpoint (``torch.load(weights_only=True)``: no arbitrary unpickling);
     with ``averaged``, its EMA weights where the run kept them (what sampling and releases use)."""
-    record = torch.load(os.fspath(path), map_location="cpu", weights_only=True)
+    if not os.path.isfile(os.fspath(path)):
+        raise FileNotFoundError(f"checkpoint not found: {path}")
+    try:
+        record = torch.load(os.fspath(path), map_location="cpu", weights_only=True)
+    except Exception as error:  # e.g. a TorchScript export, or a file that is not torch's at all
+        raise ValueError(f"{path} is not an openmm-jamun training checkpoint "
+                         f"(torch.load: {str(error).splitlines()[0]})") from error
     if not isinstance(record, dict) or record.get("format") != CHECKPOINT_FORMAT:
         raise ValueError(f"{path} is not an openmm-jamun training checkpoint")
     if record.get("vocabulary", vocabulary()) != vocabulary():

@@ -13,7 +13,7 @@ import json
 import math
 import os
 import time
-from dataclasses import dataclass, field
+from dataclasses import MISSING, dataclass, field
 
 import torch
 
@@ -73,9 +73,15 @@ class TrainConfig:
     def from_file(cls, path: str) -> "TrainConfig":
         with open(path) as handle:
             data = json.load(handle)
+        if not isinstance(data, dict):
+            raise ValueError(f"{path}: a training config is a JSON object of TrainConfig fields")
         unknown = set(data) - set(cls.__dataclass_fields__)
         if unknown:
             raise ValueError(f"{path}: unknown training config key(s) {sorted(unknown)}")
+        missing = [name for name, spec in cls.__dataclass_fields__.items()
+                   if name not in data and spec.default is MISSING and spec.default_factory is MISSING]
+        if missing:
+            raise ValueError(f"{path}: missing training config key(s) {missing}")
         config = cls(**data)
         if not config.train:
             raise ValueError(f"{path}: 'train' lists no peptides")
