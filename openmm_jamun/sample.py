@@ -114,15 +114,10 @@ def denoiser_for(model_path, topology, chains: int):
     """A TorchScript denoiser for ``topology`` with ``chains`` chains, from a training
     checkpoint (exported now) or an existing TorchScript export (checked)."""
     from .model.contract import load_denoiser
-    from .model.export import CHECKPOINT_FORMAT, export_denoiser, load_checkpoint
+    from .model.export import checkpoint_record, export_denoiser, load_checkpoint
 
     model_path = Path(model_path)
-    try:
-        record = torch.load(model_path, map_location="cpu", weights_only=True)
-        is_checkpoint = isinstance(record, dict) and record.get("format") == CHECKPOINT_FORMAT
-    except Exception:
-        is_checkpoint = False
-    if is_checkpoint:
+    if checkpoint_record(model_path) is not None:
         denoiser, _ = load_checkpoint(model_path, averaged=True)
         return export_denoiser(denoiser, topology, chains=chains)
     module, info = load_denoiser(str(model_path))
@@ -209,7 +204,6 @@ def run_sampling(source: str, out: str, model: str | None = None, steps: int = 1
     ``steps`` is the total. None for model, chains, interval, write_walk, seed or platform means the
     default (:data:`RUN_SETTINGS`) for a new run and the run's own for ``resume``; a resumed run keeps
     its settings, so giving a different value (or another input) is an error."""
-    import openmm
     from openmm import app, unit
     from tqdm import tqdm
 

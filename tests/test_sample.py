@@ -128,6 +128,10 @@ def test_bad_inputs_give_clear_errors_and_write_nothing(gaussian_model, tmp_path
         main(["sample", "AZ", "--model", gaussian_model, "--steps", "10", "--out", str(out)])
     with pytest.raises(SystemExit, match="^error: unknown residue letter"):
         main(["export", "AZ", "--model", gaussian_model, "--out", str(tmp_path / "az.pt")])
+    with pytest.raises(SystemExit, match="^error: the directory of .*/missing/a.pt does not exist"):
+        main(["export", "A", "--model", gaussian_model, "--out", str(tmp_path / "missing" / "a.pt")])
+    with pytest.raises(SystemExit, match="^error: .*gauss.pt is not an openmm-jamun training checkpoint"):
+        main(["release", gaussian_model, "--out", str(tmp_path / "released.pt")])  # a TorchScript file
     assert not out.exists()
     # an output directory that exists: untouched without --overwrite
     out.mkdir()

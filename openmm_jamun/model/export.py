@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import json
 import os
+import warnings
 from typing import List
 
 import numpy as np
@@ -103,17 +104,25 @@ def save_checkpoint(path, denoiser: Denoiser, **extra) -> None:
     os.replace(tmp, os.fspath(path))  # a checkpoint is whole or absent
 
 
+def checkpoint_record(path) -> dict | None:
+    """The contents of a training checkpoint (``torch.load(weights_only=True)``: no arbitrary
+    unpickling), or None when ``path`` is something else (a TorchScript export, not torch's at all)."""
+    with warnings.catch_warnings():  # torch warns when handed a TorchScript archive; that is an answer here
+        warnings.simplefilter("ignore")
+        try:
+            record = torch.load(os.fspath(path), map_location="cpu", weights_only=True)
+        except Exception:
+            return None
+    return record if isinstance(record, dict) and record.get("format") == CHECKPOINT_FORMAT else None
+
+
 def load_checkpoint(path, averaged: bool = False) -> tuple[Denoiser, dict]:
     """Rebuild the Denoiser of a checkpoint (``torch.load(weights_only=True)``: no arbitrary unpickling);
     with ``averaged``, its EMA weights where the run kept them (what sampling and releases use)."""
     if not os.path.isfile(os.fspath(path)):
         raise FileNotFoundError(f"checkpoint not found: {path}")
-    try:
-        record = torch.load(os.fspath(path), map_location="cpu", weights_only=True)
-    except Exception as error:  # e.g. a TorchScript export, or a file that is not torch's at all
-        raise ValueError(f"{path} is not an openmm-jamun training checkpoint "
-                         f"(torch.load: {str(error).splitlines()[0]})") from error
-    if not isinstance(record, dict) or record.get("format") != CHECKPOINT_FORMAT:
+    record = checkpoint_record(path)
+    if record is None:
         raise ValueError(f"{path} is not an openmm-jamun training checkpoint")
     if record.get("vocabulary", vocabulary()) != vocabulary():
         raise ValueError(f"{path} was trained with another feature vocabulary than this openmm-jamun's")
