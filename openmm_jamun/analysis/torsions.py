@@ -14,7 +14,11 @@ _TORSION_FUNCTIONS = ("phi", "psi", "chi1", "chi2", "chi3", "chi4")
 
 
 def split_chains(traj):
-    """One trajectory per chain of a K-chain walk, concatenated over chains (same topology)."""
+    """One trajectory per chain of a K-chain walk, concatenated over chains (same topology).
+
+    The pooled trajectory's ``time`` restarts with each chain (chain k's frames carry the walk's
+    times), so :func:`chain_starts` finds the chains again: lag-based statistics (decorrelation
+    times) must not pair the last frames of one chain with the first of the next."""
     import mdtraj
 
     chains = list(traj.topology.chains)
@@ -23,7 +27,17 @@ def split_chains(traj):
     parts = [traj.atom_slice([a.index for a in chain.atoms]) for chain in chains]
     first = parts[0]
     xyz = np.concatenate([p.xyz for p in parts])
-    return mdtraj.Trajectory(xyz, first.topology)
+    time = np.asarray(traj.time, dtype=np.float64)
+    if len(time) > 1 and not (np.diff(time) > 0).all():  # times that would not mark the restarts
+        time = np.arange(traj.n_frames, dtype=np.float64)
+    return mdtraj.Trajectory(xyz, first.topology, time=np.tile(time, len(chains)))
+
+
+def chain_starts(traj) -> np.ndarray:
+    """First frame of each independent chain of ``traj``: 0, and every frame whose time is earlier
+    than its predecessor's (a K-chain run pooled by :func:`split_chains`; a single MD run: [0])."""
+    time = np.asarray(traj.time, dtype=np.float64)
+    return np.concatenate([[0], np.nonzero(np.diff(time) < 0)[0] + 1]).astype(np.int64)
 
 
 def torsions(traj) -> dict[str, np.ndarray]:

@@ -8,7 +8,8 @@ pH 7 (terminal OXT added).
 A build is deterministic: the same sequence gives bit-identical positions every time
 (``Modeller.addHydrogens`` places new hydrogens with Python's ``random``, which is seeded
 for the build and restored afterwards, and all OpenMM work runs on the Reference platform),
-so a seeded ``jamun sample``/``jamun md`` of a sequence is reproducible.
+so a seeded ``jamun sample`` of a sequence is reproducible, and ``jamun md`` too on one CPU
+thread (with several, OpenMM's CPU platform sums forces in an order that depends on the threads).
 """
 
 from __future__ import annotations
