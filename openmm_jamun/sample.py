@@ -18,6 +18,7 @@ import time
 import warnings
 from pathlib import Path
 
+import numpy as np
 import torch
 
 MODELS_DIR = Path(os.environ.get("JAMUN_MODELS", Path(__file__).resolve().parents[1] / "models"))
@@ -166,6 +167,16 @@ def read_input(source: str):
     if unknown:
         raise ValueError(f"heavy atom name(s) {', '.join(unknown)} in {source} are unknown to the model, which "
                          "knows PDB atom names (e.g. ACE's CH3): rename them")
+    from openmm import unit
+
+    from .analysis.ensemble import d_amino_acids
+
+    mirrored, labels = d_amino_acids(np.asarray(positions.value_in_unit(unit.nanometer)), topology)
+    if mirrored.any():
+        names = ", ".join(label for label, d in zip(labels, mirrored[0]) if d)
+        raise ValueError(f"{source}: {names} {'is a D amino acid' if mirrored.sum() == 1 else 'are D amino acids'} "
+                         "(by the handedness of N, C and CB about CA); the model knows L amino acids only and "
+                         "would sample the L form")
     return topology, positions, name
 
 

@@ -153,8 +153,8 @@ def test_bad_inputs_give_clear_errors_and_write_nothing(gaussian_model, tmp_path
 
 
 def test_input_structures_the_model_cannot_read_are_refused(gaussian_model, tmp_path):
-    """Two peptide chains, or heavy atoms under names the model does not know (a renamed cap carbon),
-    are errors (OpenMM maps CHARMM names such as CAY itself); a PDBx/mmCIF file is read as such."""
+    """Two peptide chains, heavy atoms under names the model does not know (a renamed cap carbon) or
+    D amino acids are errors (OpenMM maps CHARMM names such as CAY itself); a PDBx/mmCIF file is read as such."""
     from openmm_jamun.sample import read_input
 
     topology, positions = build_peptide("A", minimize=False)
@@ -169,6 +169,12 @@ def test_input_structures_the_model_cannot_read_are_refused(gaussian_model, tmp_
     write_pdb(renamed, topology, positions)
     with pytest.raises(ValueError, match=r"CM \(ACE\) .*unknown to the model"):
         read_input(str(renamed))
+    # a mirror image: every residue D (GLY, achiral, has no CB and is left out)
+    topology, positions = build_peptide("AG", minimize=False)
+    mirror = tmp_path / "mirror.pdb"
+    write_pdb(mirror, topology, positions * np.array([-1.0, 1.0, 1.0]))
+    with pytest.raises(ValueError, match="ALA2 is a D amino acid.*L amino acids only"):
+        read_input(str(mirror))
     topology, positions = build_peptide("A", minimize=False)
     cif = tmp_path / "a.cif"
     with open(cif, "w") as handle:
@@ -278,3 +284,7 @@ def test_chemical_validity_counts_broken_frames(md_root):
     broken.xyz[:5, a] += 0.05 * direction / np.linalg.norm(direction, axis=1, keepdims=True)  # stretch 0.5 Å
     result = chemical_validity(broken, reference)
     assert result["broken_bond_fraction"] == 0.5 and result["invalid_fraction"] == 0.5
+    assert result["d_amino_acid_fraction"] == 0.0
+    mirrored = traj[:4]
+    mirrored.xyz[:1, :, 0] *= -1  # one frame's mirror image: its ALA is D
+    assert chemical_validity(mirrored, reference)["d_amino_acid_fraction"] == 0.25

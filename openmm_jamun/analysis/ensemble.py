@@ -104,8 +104,9 @@ def _lengths(traj, bonds: np.ndarray) -> np.ndarray:
 
 
 def chemical_validity(traj, reference_lengths: np.ndarray | None = None) -> dict:
-    """Fraction of frames with a broken bond or a clash, and of frames that fell apart
-    (thresholds in the module docstring); reference lengths default to the frames' median."""
+    """Fraction of frames with a broken bond or a clash (together: invalid), of frames that fell
+    apart, and of frames with a D amino acid (a mirrored CA; not counted as invalid); thresholds in
+    the module docstring; reference lengths default to the frames' median."""
     import networkx as nx
 
     atoms = list(traj.topology.atoms)
@@ -129,10 +130,39 @@ def chemical_validity(traj, reference_lengths: np.ndarray | None = None) -> dict
             block = xyz[start:start + 10_000]
             clash[start:start + 10_000] = (np.linalg.norm(block[:, i] - block[:, j], axis=-1) < CLASH_NM).any(axis=1)
     invalid = broken | clash
+    mirrored = d_amino_acids(xyz, traj.topology)[0].any(axis=1)
     return {"frames": int(len(xyz)), "broken_bond_fraction": float(broken.mean()),
             "clash_fraction": float(clash.mean()), "invalid_fraction": float(invalid.mean()),
             "fell_apart_fraction": float((deviation > FELL_APART_NM).mean()),
+            "d_amino_acid_fraction": float(mirrored.mean()),
             "bond_tolerance_nm": BOND_TOLERANCE_NM, "clash_threshold_nm": CLASH_NM, "fell_apart_nm": FELL_APART_NM}
+
+
+def _chiral_centres(topology) -> tuple[np.ndarray, list[str]]:
+    """(N, CA, C, CB) atom indices of every residue that has them (Gly has no CB), and their labels."""
+    if hasattr(topology, "to_openmm"):  # an mdtraj Topology: same atom order, OpenMM's accessors
+        topology = topology.to_openmm()
+    quads, labels = [], []
+    for residue in topology.residues():
+        names = {atom.name: atom.index for atom in residue.atoms()}
+        if all(name in names for name in ("N", "CA", "C", "CB")):
+            quads.append([names["N"], names["CA"], names["C"], names["CB"]])
+            labels.append(f"{residue.name}{residue.index + 1}")
+    return np.array(quads, dtype=np.int64).reshape(-1, 4), labels
+
+
+def d_amino_acids(xyz: np.ndarray, topology) -> tuple[np.ndarray, list[str]]:
+    """Which residues are D amino acids, frame by frame: [T, R] booleans and the residues' labels.
+
+    The handedness at CA is the sign of (N − CA)·((C − CA) × (CB − CA)), positive for every L amino
+    acid. JAMUN models are trained on L peptides; a jump can mirror a centre (a walk that fell
+    apart can), and a model given a D residue samples its L form."""
+    quads, labels = _chiral_centres(topology)
+    xyz = np.asarray(xyz)
+    xyz = xyz.reshape(-1, *xyz.shape[-2:])
+    n, ca, c, cb = (xyz[:, quads[:, k]] for k in range(4))
+    volume = np.einsum("tri,tri->tr", n - ca, np.cross(c - ca, cb - ca))
+    return volume < 0, labels
 
 
 def bond_lengths(traj) -> np.ndarray:
