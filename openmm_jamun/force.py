@@ -24,6 +24,7 @@ Two backends compute the same module:
 from __future__ import annotations
 
 import logging
+import math
 import pickle
 from xml.etree import ElementTree
 from typing import Tuple
@@ -257,3 +258,21 @@ def find_score_module(system: openmm.System) -> torch.jit.ScriptModule | None:
             if hasattr(module, "denoiser") and hasattr(module, "inv_sigma2"):
                 return module
     return None
+
+
+def check_walk_temperature(system: openmm.System, integrator) -> None:
+    """An error unless the JAMUN force of ``system`` and ``integrator`` (a JamunIntegrator, or any
+    CustomIntegrator with a global ``kT``) share one kT: with F = kT_force·s and noise at kT_integrator
+    the walk samples p_Y^(kT_force/kT_integrator), not p_Y. Silent when either has no kT to compare."""
+    module = find_score_module(system)
+    if module is None or not hasattr(module, "kT") or not isinstance(integrator, openmm.CustomIntegrator):
+        return
+    names = [integrator.getGlobalVariableName(i) for i in range(integrator.getNumGlobalVariables())]
+    if "kT" not in names:
+        return
+    force_kT, integrator_kT = float(module.kT), integrator.getGlobalVariableByName("kT")
+    if not math.isclose(force_kT, integrator_kT, rel_tol=1e-6):
+        kelvin = kT_kj_per_mol(1.0)
+        raise ValueError(f"the JAMUN force's temperature ({force_kT / kelvin:.2f} K) is not the integrator's "
+                         f"({integrator_kT / kelvin:.2f} K): the walk would sample p_Y^{force_kT / integrator_kT:.3g} "
+                         "instead of p_Y; give both the same temperature")

@@ -16,7 +16,7 @@ import numpy as np
 import torch
 from openmm import app, unit
 
-from .force import find_score_module
+from .force import check_walk_temperature, find_score_module
 from .integrator import NonFiniteWalkError
 from .model.contract import DenoiserContractError, load_denoiser
 
@@ -236,6 +236,7 @@ class JumpReporter:
         return {"steps": steps, "periodic": False, "include": ["positions"]}
 
     def _open(self, simulation):
+        check_walk_temperature(simulation.system, simulation.integrator)
         if self._denoiser is None:
             score_module = find_score_module(simulation.system)
             if score_module is None:

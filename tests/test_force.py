@@ -132,6 +132,24 @@ def test_units_are_checked():
         oj.JamunIntegrator(friction_per_step=1 * unit.nanometer)
 
 
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_force_and_integrator_at_other_temperatures_are_refused(gaussian10, backend, tmp_path):
+    """F = kT_force·s with noise at kT_integrator samples p_Y^(T_force/T_integrator): JumpReporter
+    refuses to write such a walk's frames (found in a round-tripped System too)."""
+    denoiser, topology, mu = gaussian10
+    hot = oj.JamunIntegrator(temperature=600 * unit.kelvin, sigma=SIGMA)
+    simulation, _ = make_walk(denoiser, topology, mu, backend=backend, integrator=hot)
+    simulation.reporters.append(oj.JumpReporter(str(tmp_path / "x.dcd"), 2))
+    with pytest.raises(ValueError, match=r"force's temperature \(300.00 K\) is not the integrator's \(600.00 K\)"):
+        simulation.step(2)
+    from openmm_jamun.force import check_walk_temperature
+
+    system = openmm.XmlSerializer.deserialize(openmm.XmlSerializer.serialize(simulation.system))
+    check_walk_temperature(system, oj.JamunIntegrator(sigma=SIGMA))  # 300 K both: no error
+    with pytest.raises(ValueError, match="p_Y"):
+        check_walk_temperature(system, hot)
+
+
 def test_positions_in_the_wrong_unit_are_refused():
     """Å given as plain numbers (OpenMM reads nm) make bonds 10x too long: an error, not a walk."""
     from openmm_jamun.data.build import build_peptide
@@ -156,7 +174,7 @@ def test_denoiser_for_another_atom_count(gaussian10, gaussian30, tmp_path):
         simulation, _ = make_walk(gaussian30[0], topology30, mu30)
         simulation.reporters.append(reporter)
         simulation.step(1)
-    assert not (tmp_path / "x.dcd").exists()
+    assert (tmp_path / "x.dcd").stat().st_size == 0  # created at construction, as OpenMM's reporters do; no frame
     # a System whose particle count differs from the denoiser's fails in the force with a clear message
     system = openmm.System()
     for _ in range(7):
