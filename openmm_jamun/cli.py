@@ -187,7 +187,8 @@ def build_parser() -> argparse.ArgumentParser:
     md.add_argument("--seed", type=int, default=None,
                     help="seed of the velocities and the thermostat (default 0; a resumed run keeps its own)")
     md.add_argument("--platform", default=None, help="OpenMM platform (default: OpenMM's fastest)")
-    md.add_argument("--threads", type=_positive_int, default=None, help="CPU threads (default: all)")
+    md.add_argument("--threads", type=_positive_int, default=None,
+                    help="CPU threads (default: all; the same seed gives the same frames on one thread only)")
     md.add_argument("--equilibration-ps", type=_positive_float, default=None,
                     help="equilibration before the first frame (default 100 ps; a resumed run keeps its own)")
     md.set_defaults(func=cmd_md)

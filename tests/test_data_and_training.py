@@ -86,6 +86,9 @@ def test_md_writes_frames_sidecar_and_resumes(md_root, tmp_path):
         run_md("A", str(out), ns=0.03, equilibration=100 * unit.picosecond, threads=1, progress=False)
     with pytest.raises(ValueError, match="holds MD of"):
         run_md("G", str(out), ns=0.03, threads=1, progress=False)
+    with pytest.raises(ValueError, match="a run with seed 2; a resumed run keeps its seed"):
+        run_md("A", str(out), ns=0.03, seed=5, threads=1, progress=False)
+    run_md("A", str(out), ns=0.02, seed=2, threads=1, progress=False)  # its own seed, given again: fine
     assert mdtraj.load(str(out / "traj.xtc"), top=str(out / "topology.pdb")).n_frames == 20
 
 
@@ -261,3 +264,16 @@ def test_cosine_learning_rate_schedule():
     assert learning_rate(TrainConfig(data_root=".", train=["AC"], val=[], out="."), 10**6) == 2e-3
     with pytest.raises(ValueError, match="lr_schedule"):
         TrainConfig(data_root=".", train=["AC"], val=[], out=".", lr_schedule="linear")
+
+
+def test_bad_training_configs_name_the_problem(tmp_path, capsys):
+    from openmm_jamun.cli import main
+
+    config = tmp_path / "config.json"
+    for data, match in (({"train": ["AA"], "val": []}, r"missing training config key\(s\) \['data_root', 'out'\]"),
+                        ({"data_root": ".", "train": ["AA"], "val": [], "out": ".", "lr0": 1},
+                         r"unknown training config key\(s\) \['lr0'\]"),
+                        (["AA"], "a JSON object of TrainConfig fields")):
+        config.write_text(json.dumps(data))
+        with pytest.raises(SystemExit, match=match):
+            main(["train", str(config)])

@@ -103,6 +103,16 @@ def _heavy_atom_pdb(sequence: str, caps: bool) -> str:
     return out.getvalue()
 
 
+def add_hydrogens(topology, positions, ph: float = 7.0) -> app.Modeller:
+    """``Modeller.addHydrogens`` with amber14, deterministically: Python's ``random`` (which places the
+    new hydrogens) seeded for the call and restored after, on the Reference platform (single-threaded
+    and the same on every machine; addHydrogens' default is the fastest platform)."""
+    modeller = app.Modeller(topology, positions)
+    with _seeded_python_random(_HYDROGEN_SEED):
+        modeller.addHydrogens(forcefield(), pH=ph, platform=openmm.Platform.getPlatformByName("Reference"))
+    return modeller
+
+
 def build_peptide(sequence: str, caps: bool = True, minimize: bool = True, ph: float = 7.0):
     """Build a peptide: returns (openmm Topology, positions Quantity in nm), hydrogens included.
 
@@ -113,13 +123,9 @@ def build_peptide(sequence: str, caps: bool = True, minimize: bool = True, ph: f
     seq = check_sequence(sequence)
     pdb = app.PDBFile(io.StringIO(_heavy_atom_pdb(seq, caps)))
     ff = forcefield()
-    # Reference: single-threaded and the same on every machine (addHydrogens' default is the
-    # fastest platform: CUDA on a GPU, else CPU with as many threads as cores)
-    reference = openmm.Platform.getPlatformByName("Reference")
-    modeller = app.Modeller(pdb.topology, pdb.positions)
-    with _seeded_python_random(_HYDROGEN_SEED):  # addHydrogens starts new hydrogens at random offsets
-        modeller.addHydrogens(ff, pH=ph, platform=reference)
+    modeller = add_hydrogens(pdb.topology, pdb.positions, ph)
     positions = modeller.getPositions()
+    reference = openmm.Platform.getPlatformByName("Reference")
     if minimize:
         system = ff.createSystem(modeller.topology, nonbondedMethod=app.NoCutoff, constraints=app.HBonds)
         context = openmm.Context(system, openmm.VerletIntegrator(0.001), reference)

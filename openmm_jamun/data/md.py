@@ -17,7 +17,7 @@ import openmm
 from openmm import app, unit
 
 from ..reporter import truncate_trajectory
-from .build import FORCE_FIELD_FILES, build_peptide, forcefield, peptide_name, write_pdb
+from .build import FORCE_FIELD_FILES, add_hydrogens, build_peptide, forcefield, peptide_name, write_pdb
 
 TOPOLOGY_FILE = "topology.pdb"
 TRAJECTORY_FILE = "traj.xtc"
@@ -102,8 +102,7 @@ def run_md(structure: str, out_dir: str, ns: float = 10.0, *, caps: bool = True,
     else:
         if os.path.isfile(structure):
             pdb = app.PDBFile(structure)
-            modeller = app.Modeller(pdb.topology, pdb.positions)
-            modeller.addHydrogens(forcefield())
+            modeller = add_hydrogens(pdb.topology, pdb.positions)
             topology, positions = modeller.topology, modeller.positions
             name = os.path.splitext(os.path.basename(structure))[0]
         else:
