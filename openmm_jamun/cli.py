@@ -7,6 +7,7 @@ import json
 import os
 import sys
 import time
+import warnings
 
 
 def _positive_int(text: str) -> int:
@@ -250,8 +251,14 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _format_warning(message, category, filename, lineno, line=None) -> str:
+    # a command line user needs the message, not the source line that raised it
+    return f"warning: {message}\n"
+
+
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
+    warnings.formatwarning = _format_warning
     if args.command == "analyze" and args.out is None:
         args.out = os.path.join(args.samples if os.path.isdir(args.samples) else ".", "analysis")
     try:
