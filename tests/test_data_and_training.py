@@ -158,17 +158,25 @@ def test_training_reduces_loss_and_resume_continues(md_root, tmp_path):
     assert resumed["step"] == 30
     for key, value in record["state_dict"].items():
         torch.testing.assert_close(resumed["state_dict"][key], value)
+    # a resume with settings that change the run is refused, naming them
+    with pytest.raises(ValueError, match=r"another run \(lr: 0.01 -> 0.02; batch_size: 8 -> 4\)"):
+        train(_config(md_root, tmp_path / "split", lr=2e-2, batch_size=4, max_steps=40), progress=False)
+    # a seed too large for a 64-bit generator seed once mixed with rank and step is refused up front
+    with pytest.raises(ValueError, match="seed must lie in"):
+        _config(md_root, tmp_path / "x", seed=2**40)
+    assert train(_config(md_root, tmp_path / "big", seed=20250101, max_steps=2), progress=False)["steps"] == 2
 
 
 def test_fine_tuning_starts_from_the_given_weights(md_root, tmp_path):
     train(_config(md_root, tmp_path / "base", max_steps=10), progress=False)
     base = torch.load(tmp_path / "base" / "checkpoint.pt", weights_only=True)
     # lr 0: the fine-tuned weights must be exactly the ones it started from, with its own step count
-    tuned_config = _config(md_root, tmp_path / "tuned", train=["A", "uGAS"], val=["A"], max_steps=5, lr=0.0,
+    tuned_config = _config(md_root, tmp_path / "tuned", train=["uGAS"], val=[], max_steps=5, lr=0.0,
                            init_from=str(tmp_path / "base" / "checkpoint.pt"))
     train(tuned_config, progress=False)
     tuned = torch.load(tmp_path / "tuned" / "checkpoint.pt", weights_only=True)
     assert tuned["step"] == 5 and tuned["init_from"] == tuned_config.init_from
+    assert tuned["train"] == ["uGAS", "A"]  # every peptide the weights have seen: the card's binding list
     assert tuned["average_squared_distance"] == base["average_squared_distance"]
     for key, value in base["state_dict"].items():
         torch.testing.assert_close(tuned["state_dict"][key], value)
@@ -179,6 +187,10 @@ def test_fine_tuning_starts_from_the_given_weights(md_root, tmp_path):
               progress=False)
     with pytest.raises(FileNotFoundError, match="init_from"):
         train(_config(md_root, tmp_path / "missing", init_from=str(tmp_path / "nope.pt")), progress=False)
+    # validating on a peptide the starting weights were trained on would not measure unseen peptides
+    with pytest.raises(ValueError, match=r"trained on \['A'\], which this run validates on"):
+        train(_config(md_root, tmp_path / "leak", train=["uGAS"], val=["A"], init_from=tuned_config.init_from),
+              progress=False)
 
 
 def test_weight_averaging_is_what_validation_best_and_release_use(md_root, tmp_path):
@@ -197,9 +209,12 @@ def test_weight_averaging_is_what_validation_best_and_release_use(md_root, tmp_p
         torch.testing.assert_close(frozen[EMA_STATE][key], value)
         torch.testing.assert_close(weights(tmp_path / "frozen" / "best.pt")[key], value)
     assert any(not torch.equal(frozen["state_dict"][k], v) for k, v in initial.items())
-    write_release(tmp_path / "frozen" / "checkpoint.pt", tmp_path / "released.pt", {})
+    card = write_release(tmp_path / "frozen" / "checkpoint.pt", tmp_path / "released.pt", {"hardware": "test"})
     for key, value in initial.items():
         torch.testing.assert_close(weights(tmp_path / "released.pt")[key], value)
+    assert card["released_from"] == "checkpoint.pt at step 30" and card["hardware"] == "test"
+    with pytest.raises(ValueError, match=r"extra fields \['sigma_nm'\] would overwrite"):
+        write_release(tmp_path / "frozen" / "checkpoint.pt", tmp_path / "other.pt", {"sigma_nm": 0.4})
     # decay 0: the average is the raw weights
     train(_config(md_root, tmp_path / "raw", lr=1e-2, ema_decay=0.0), progress=False)
     raw = torch.load(tmp_path / "raw" / "checkpoint.pt", weights_only=True)
@@ -217,7 +232,7 @@ def test_weight_averaging_is_what_validation_best_and_release_use(md_root, tmp_p
 
 
 def test_first_loss_matches_the_skip_only_denoiser(md_root, tmp_path):
-    """With output gain 0, x̂ = c_skip·y, whose weighted loss is known: E‖c_skip·y − x‖²/c_out² ≈ 3."""
+    """With output gain 0, x̂ = c_skip·y, whose weighted loss is known: E‖c_skip·y − x‖²/c_out² (≈ 0.5)."""
     from openmm_jamun.data.dataset import FrameSampler
     from openmm_jamun.model.network import Denoiser, NetworkConfig
     from openmm_jamun.train.trainer import denoising_loss

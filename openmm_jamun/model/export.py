@@ -136,8 +136,8 @@ def write_release(checkpoint, model_path, card: dict) -> dict:
     at ``model_path``, and its card (JSON) beside it with the same stem."""
     denoiser, record = load_checkpoint(checkpoint, averaged=True)
     keep = {k: record[k] for k in ("step", "best_val_loss", "train", "val", "train_frames", "ema_decay") if k in record}
-    save_checkpoint(model_path, denoiser, **keep)
-    card = {
+    # what the weights are: never taken from the extra fields, which describe them (evaluation, hardware)
+    measured = {
         "format": CHECKPOINT_FORMAT,
         "export_format_version": FORMAT_VERSION,
         "sigma_nm": denoiser.sigma,
@@ -145,9 +145,13 @@ def write_release(checkpoint, model_path, card: dict) -> dict:
         "parameters": count_parameters(denoiser),
         "config": denoiser.config.to_dict(),
         "vocabulary": vocabulary(),
-        **keep,
-        **card,
     }
+    clash = sorted(set(card) & (set(measured) | set(keep)))
+    if clash:
+        raise ValueError(f"the card's extra fields {clash} would overwrite what the checkpoint records")
+    save_checkpoint(model_path, denoiser, **keep)
+    card = {**measured, **keep, "released_from": f"{os.path.basename(os.fspath(checkpoint))} at step "
+                                                 f"{record.get('step')}", **card}
     card_path = os.path.splitext(os.fspath(model_path))[0] + ".json"
     with open(card_path, "w") as handle:
         json.dump(card, handle, indent=2)

@@ -13,6 +13,7 @@ import json
 import math
 import os
 import time
+import warnings
 from dataclasses import MISSING, dataclass, field
 
 import torch
@@ -62,6 +63,15 @@ class TrainConfig:
     ema_decay: float | None = None
 
     def __post_init__(self):
+        for name in ("batch_size", "max_steps", "val_every", "val_batches", "checkpoint_every", "stride"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name} must be a positive integer, not {value!r}")
+        if not 0 <= int(self.seed) < 2**31:
+            raise ValueError(f"seed must lie in [0, 2**31), not {self.seed}")
+        overlap = set(self.train) & set(self.val)
+        if overlap:
+            raise ValueError(f"peptides in both train and val: {sorted(overlap)}")
         if self.lr_schedule not in ("constant", "cosine"):
             raise ValueError(f"lr_schedule must be 'constant' or 'cosine', not {self.lr_schedule!r}")
         if self.balance not in BALANCES:  # checked here too, so a bad config fails before data loads
@@ -82,12 +92,12 @@ class TrainConfig:
                    if name not in data and spec.default is MISSING and spec.default_factory is MISSING]
         if missing:
             raise ValueError(f"{path}: missing training config key(s) {missing}")
-        config = cls(**data)
+        try:
+            config = cls(**data)
+        except ValueError as error:
+            raise ValueError(f"{path}: {error}") from None
         if not config.train:
             raise ValueError(f"{path}: 'train' lists no peptides")
-        overlap = set(config.train) & set(config.val)
-        if overlap:
-            raise ValueError(f"{path}: peptides in both train and val: {sorted(overlap)}")
         return config
 
 
@@ -138,7 +148,8 @@ def denoising_loss(model, batch: GraphBatch, sigma: float, c_out: float, generat
 
 
 def _generator(seed: int, rank: int, step: int, stream: int) -> torch.Generator:
-    return torch.Generator().manual_seed(((seed * 1_000_003 + rank) * 1_000_003 + step) * 4 + stream)
+    # modulo 2**63: manual_seed takes a signed 64-bit integer (smaller values are unchanged)
+    return torch.Generator().manual_seed((((seed * 1_000_003 + rank) * 1_000_003 + step) * 4 + stream) % 2**63)
 
 
 def _distributed():
@@ -165,16 +176,48 @@ def validation_loss(denoiser: Denoiser, peptides, config: TrainConfig) -> float:
     return float(sum(losses) / len(losses))
 
 
-def _initial_weights(config: TrainConfig, network_config: NetworkConfig) -> Denoiser:
+def _initial_weights(config: TrainConfig, network_config: NetworkConfig) -> tuple[Denoiser, list[str]]:
     """The denoiser of ``config.init_from`` (its averaged weights where that run kept them),
-    checked against this run's network (σ is checked by the caller, as for a resumed checkpoint)."""
+    checked against this run's network (σ is checked by the caller, as for a resumed checkpoint),
+    and the peptides those weights were trained on (none of which may validate this run)."""
     if not os.path.isfile(config.init_from):
         raise FileNotFoundError(f"init_from: no checkpoint at {config.init_from}")
-    denoiser, _ = load_checkpoint(config.init_from, averaged=True)
+    denoiser, record = load_checkpoint(config.init_from, averaged=True)
     if config.model and denoiser.config.to_dict() != network_config.to_dict():
         raise ValueError(f"init_from {config.init_from}: its network {denoiser.config.to_dict()} differs from "
                          f"the config's model {network_config.to_dict()}; drop 'model' to take the checkpoint's")
-    return denoiser
+    seen = list(record.get("train", []))
+    leaked = sorted(set(seen) & set(config.val))
+    if leaked:
+        raise ValueError(f"init_from {config.init_from}: its weights were trained on {leaked}, which this run "
+                         "validates on; the validation loss would not measure unseen peptides")
+    return denoiser, seen
+
+
+#: TrainConfig fields a resumed run must share with the run that wrote its checkpoint (the rest,
+#: e.g. max_steps, max_wall_s, val_every, threads, out, may change).
+RESUME_FIXED = ("data_root", "train", "val", "sigma", "lr", "lr_schedule", "lr_min", "lr_decay_start", "batch_size",
+                "balance", "stride", "seed", "align", "ema_decay", "init_from")
+
+
+def _check_resume(config: TrainConfig, record: dict, network: Denoiser, world: int) -> None:
+    saved = record.get("config_fixed")
+    if saved is None:  # a checkpoint from before these were recorded
+        return
+    ours = {name: getattr(config, name) for name in RESUME_FIXED}
+    changed = {name: (saved.get(name), ours[name]) for name in RESUME_FIXED if saved.get(name) != ours[name]}
+    if config.model and network.config.to_dict() != NetworkConfig.from_dict(config.model).to_dict():
+        changed["model"] = (network.config.to_dict(), config.model)
+    if record.get("world_size", world) != world:
+        changed["world_size"] = (record["world_size"], world)
+    if changed:
+        listed = "; ".join(f"{name}: {old!r} -> {new!r}" for name, (old, new) in changed.items())
+        raise ValueError(f"{config.out} holds a checkpoint of another run ({listed}); a resumed run keeps its "
+                         "settings (only max_steps, max_wall_s, val_every, val_batches, checkpoint_every, threads "
+                         "and device may change): use another 'out'")
+    if config.lr_schedule == "cosine" and record.get("max_steps", config.max_steps) != config.max_steps:
+        warnings.warn(f"max_steps {record['max_steps']} -> {config.max_steps} moves the cosine learning-rate "
+                      "schedule of a resumed run", stacklevel=3)
 
 
 def train(config: TrainConfig, progress: bool = True) -> dict:
@@ -191,12 +234,15 @@ def train(config: TrainConfig, progress: bool = True) -> dict:
     val_set = [load_peptide(os.path.join(config.data_root, n), config.stride) for n in config.val]
     network_config = NetworkConfig.from_dict(config.model)
 
+    seen_before: list[str] = []  # peptides the starting weights were trained on (init_from)
     if os.path.isfile(checkpoint_path):
         denoiser, record = load_checkpoint(checkpoint_path)
+        _check_resume(config, record, denoiser, world)
         start_step, best = int(record["step"]), float(record.get("best_val_loss", math.inf))
         wall_before = float(record.get("wall_time_s", 0.0))
+        seen_before = [p for p in record.get("train", []) if p not in config.train]
     elif config.init_from:
-        denoiser = _initial_weights(config, network_config)
+        denoiser, seen_before = _initial_weights(config, network_config)
         record, start_step, best, wall_before = None, 0, math.inf, 0.0
     else:
         torch.manual_seed(config.seed)
@@ -221,12 +267,17 @@ def train(config: TrainConfig, progress: bool = True) -> dict:
         averaged.requires_grad_(False)
     evaluated = averaged if averaged is not None else denoiser  # what validation and best.pt see
 
-    per_rank_batch = max(1, config.batch_size // world)
+    if config.batch_size % world:
+        raise ValueError(f"batch_size {config.batch_size} does not split evenly over {world} processes")
+    per_rank_batch = config.batch_size // world
     sampler = FrameSampler(train_set, seed=0, balance=config.balance)
     frames = sum(len(p.frames) for p in train_set)
     # what every checkpoint records about the run that made it
-    provenance = {"train": list(config.train), "val": list(config.val), "train_frames": frames,
-                  "init_from": config.init_from}
+    # "train": every peptide the weights have seen, this run's and (fine-tuning) the earlier runs'
+    provenance = {"train": list(config.train) + [p for p in seen_before if p not in config.train],
+                  "val": list(config.val), "train_frames": frames, "init_from": config.init_from,
+                  "config_fixed": {name: getattr(config, name) for name in RESUME_FIXED}, "world_size": world,
+                  "max_steps": config.max_steps}
     summary = {"parameters": count_parameters(denoiser), "train_frames": frames,
                "average_squared_distance": denoiser.average_squared_distance, "world_size": world}
     log = open(os.path.join(config.out, LOG), "a") if rank == 0 else None
@@ -262,6 +313,12 @@ def train(config: TrainConfig, progress: bool = True) -> dict:
             bar.set_postfix(loss=f"{loss_value:.3f}")
             entry = None
             out_of_time = config.max_wall_s is not None and time.time() - start > config.max_wall_s
+            if world > 1 and config.max_wall_s is not None:  # one decision for all ranks, or DDP would hang
+                import torch.distributed as dist
+
+                flag = torch.tensor([float(out_of_time)])
+                dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+                out_of_time = bool(flag.item())
             if rank == 0 and (step % config.val_every == 0 or step == config.max_steps or out_of_time):
                 val = validation_loss(evaluated, val_set, config)
                 entry = {"step": step, "loss": loss_value, "val_loss": val,
@@ -275,7 +332,7 @@ def train(config: TrainConfig, progress: bool = True) -> dict:
             if entry is not None:
                 log.write(json.dumps(entry) + "\n")
                 log.flush()
-            if out_of_time:  # every rank measures its own clock; DDP users set max_steps instead
+            if out_of_time:
                 break
     finally:  # an interrupted run resumes from its last checkpoint
         bar.close()
