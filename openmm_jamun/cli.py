@@ -119,19 +119,28 @@ def cmd_sample(args) -> int:
     return 0
 
 
+def _num(value) -> str:
+    return "n/a" if value is None else f"{value:.3f}"
+
+
 def cmd_analyze(args) -> int:
     from .analysis.report import analyze
 
     result = analyze(args.samples, args.reference, args.out, lag=args.lag, states=args.states, top=args.top,
                      model=args.model)
-    torsion = result["torsions"]
-    print(f"phi/psi JSD (2-D, mean) {torsion['mean_phi_psi_2d']:.3f}; backbone 1-D {torsion['mean_backbone_1d']:.3f}; "
-          f"TIC0 {result['tica']['jsd_tic0']:.3f}; states {result['msm']['jsd_states']:.3f}; "
+    torsion, floor = result["torsions"], result["reference_halves"]
+    print(f"JS distances (base e): phi/psi 2-D {_num(torsion['mean_phi_psi_2d'])}; backbone 1-D "
+          f"{_num(torsion['mean_backbone_1d'])}; side-chain 1-D {_num(torsion['mean_sidechain_1d'])}; "
+          f"TIC0 {_num(result['tica']['jsd_tic0'])}; states {_num(result['msm']['jsd_states'])} "
+          f"({result['msm']['sample_outside_fraction']:.0%} of samples outside the reference's); "
           f"invalid frames {result['validity']['invalid_fraction']:.3f} -> {args.out}/analysis.json")
+    print(f"the reference against itself (half vs half): phi/psi 2-D {_num(floor['mean_phi_psi_2d'])}; backbone 1-D "
+          f"{_num(floor['mean_backbone_1d'])}; side-chain 1-D {_num(floor['mean_sidechain_1d'])}; "
+          f"TIC0 {_num(floor['jsd_tic0'])}")
     if "reference_jump" in result:
         jump = result["reference_jump"]
-        print(f"jump of {jump['frames']} noised reference frames: phi/psi JSD {jump['torsions']['mean_phi_psi_2d']:.3f}; "
-              f"backbone 1-D {jump['torsions']['mean_backbone_1d']:.3f}; invalid frames "
+        print(f"jump of {jump['frames']} noised reference frames: phi/psi JSD {_num(jump['torsions']['mean_phi_psi_2d'])}; "
+              f"backbone 1-D {_num(jump['torsions']['mean_backbone_1d'])}; invalid frames "
               f"{jump['validity']['invalid_fraction']:.3f}; RMS error {10 * jump['rms_error_nm']:.2f} A "
               f"(noise {10 * jump['noise_rms_nm']:.2f} A); score asymmetry |D-D^T|/|D+D^T| "
               f"{jump['score_asymmetry']['mean']:.3f} (0 for a gradient field)")

@@ -1,4 +1,4 @@
-"""Decorrelation times of pooled K-chain runs (jamun analyze)."""
+"""jamun analyze: decorrelation times of pooled K-chain runs; ensemble comparisons on a real difference."""
 
 import mdtraj
 import numpy as np
@@ -75,3 +75,25 @@ def test_split_chains_marks_chain_starts_for_torsion_decorrelation():
     concatenated = {key: max(decorrelation_time(np.sin(a), max_lag=30), decorrelation_time(np.cos(a), max_lag=30))
                     for key, a in torsions(pooled).items()}
     assert concatenated != expected  # the old estimate: lags spanning the two chains
+
+
+def test_a_mirrored_ensemble_is_far_and_outside_the_reference(md_root, tmp_path):
+    """Samples = the reference's mirror image (every torsion's sign flipped): large torsion JSDs, most
+    samples outside the reference's TICA clusters (an extra state, not silently some reference state),
+    every CA mirrored, a half-vs-half floor, and analysis.json that strict JSON parsers accept."""
+    import json
+
+    from openmm_jamun.analysis.ensemble import compare_ensembles
+    from openmm_jamun.analysis.report import _strict_json, load_heavy
+
+    reference = load_heavy(str(md_root / "A"))
+    mirrored = reference[:]
+    mirrored.xyz = mirrored.xyz * np.array([-1.0, 1.0, 1.0], dtype=np.float32)
+    result = compare_ensembles(mirrored, reference, lag=2, states=2)
+    assert result["jsd_base"] == "e" and result["torsions"]["mean_backbone_1d"] > 0.5
+    assert result["msm"]["sample_outside_fraction"] > 0.5 and result["msm"]["jsd_states"] > 0.5
+    assert result["validity"]["d_amino_acid_fraction"] == 1.0
+    floor = result["reference_halves"]  # 10 frames against 10: a high floor, which is what it is for
+    assert 0 < floor["mean_backbone_1d"] <= np.sqrt(np.log(2)) and 0 <= floor["jsd_tic0"] <= np.sqrt(np.log(2))
+    assert json.loads(json.dumps(_strict_json({"tau": float("inf"), "x": np.float32(1.5)}), allow_nan=False)) == {
+        "tau": None, "x": 1.5}

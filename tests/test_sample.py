@@ -203,12 +203,17 @@ def test_jsd_known_values():
     rng = np.random.default_rng(0)
     a = rng.uniform(-np.pi, np.pi, 20000)
     assert jsd_1d(a, a) == 0.0
-    assert jsd_1d(rng.uniform(-3, -1, 5000), rng.uniform(1, 3, 5000)) == pytest.approx(1.0)
+    # base e, as the paper (scipy's default): disjoint supports give √ln 2
+    assert jsd_1d(rng.uniform(-3, -1, 5000), rng.uniform(1, 3, 5000)) == pytest.approx(np.sqrt(np.log(2)))
     b = rng.uniform(-np.pi, np.pi, 20000)
     assert 0 < jsd_1d(a, b) < 0.1  # same law, finite samples
     pairs = np.stack([a, b], 1)
     assert jsd_2d(pairs, pairs) == 0.0
-    assert jsd_2d(pairs * 0.1 + 2.0, pairs * 0.1 - 2.0) == pytest.approx(1.0)
+    assert jsd_2d(pairs * 0.1 + 2.0, pairs * 0.1 - 2.0) == pytest.approx(np.sqrt(np.log(2)))
+    from scipy.spatial.distance import jensenshannon
+
+    p, q = np.histogram(a, 100, (-np.pi, np.pi))[0], np.histogram(b, 100, (-np.pi, np.pi))[0]
+    assert jsd_1d(a, b) == pytest.approx(jensenshannon(p, q))  # the published evaluation's call
 
 
 def test_analyze_writes_json_and_valid_pngs(md_root, tmp_path):

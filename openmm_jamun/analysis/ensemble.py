@@ -20,7 +20,7 @@ from __future__ import annotations
 import numpy as np
 from scipy.spatial.distance import jensenshannon
 
-from .torsions import chain_starts, torsions
+from .torsions import JSD_BASE, chain_starts, torsions
 
 BOND_TOLERANCE_NM = 0.02
 FELL_APART_NM = 0.1
@@ -44,7 +44,7 @@ def _jsd_hist(a: np.ndarray, b: np.ndarray, bins) -> float:
         ranges = [(min(a[:, i].min(), b[:, i].min()), max(a[:, i].max(), b[:, i].max())) for i in range(2)]
         p = np.histogram2d(a[:, 0], a[:, 1], bins=bins, range=ranges)[0].ravel()
         q = np.histogram2d(b[:, 0], b[:, 1], bins=bins, range=ranges)[0].ravel()
-    return float(jensenshannon(p.astype(float), q.astype(float), base=2))
+    return float(jensenshannon(p.astype(float), q.astype(float), base=JSD_BASE))
 
 
 def decorrelation_time(series: np.ndarray, max_lag: int | None = None, starts=None) -> float:
@@ -234,9 +234,17 @@ def compare_ensembles(samples, reference, lag: int = 10, clusters: int = 100, st
     sample_features, _ = torsion_features(samples, keys)
     tica = TICA(lagtime=lag, dim=2).fit(ref_features).fetch_model()
     ref_tics, sample_tics = tica.transform(ref_features), tica.transform(sample_features)
-    result = {"torsions": torsion_jsds(samples, reference),
+    result = {"jsd_base": "e", "torsions": torsion_jsds(samples, reference),
               "tica": {"lag_frames": lag, "jsd_tic0": _jsd_hist(sample_tics[:, 0], ref_tics[:, 0], 100),
                        "jsd_tic0_tic1": _jsd_hist(sample_tics[:, :2], ref_tics[:, :2], 50)}}
+    # The reference is a finite sample too: its two halves' distances are the floor below which a
+    # sampler's distance to it says nothing (slow torsions make it high).
+    half = reference.n_frames // 2
+    halves = torsion_jsds(reference[:half], reference[half:])
+    result["reference_halves"] = {
+        "what": "the reference's first half against its second half",
+        **{key: halves[key] for key in ("mean_backbone_1d", "mean_sidechain_1d", "mean_phi_psi_2d")},
+        "jsd_tic0": _jsd_hist(ref_tics[:half, 0], ref_tics[half:, 0], 100)}
 
     k = min(clusters, max(2, len(ref_tics) // 20))
     kmeans = KMeans(n_clusters=k, max_iter=100, fixed_seed=seed, n_jobs=1).fit(ref_tics).fetch_model()
@@ -254,13 +262,25 @@ def compare_ensembles(samples, reference, lag: int = 10, clusters: int = 100, st
     state_of_cluster[msm.state_symbols()] = pcca.assignments
     sample_states = state_of_cluster[kmeans.transform(sample_tics)]
     ref_states = state_of_cluster[ref_dtraj]
-    p = np.bincount(sample_states[sample_states >= 0], minlength=n_states) / max(1, len(sample_states))
-    q = np.bincount(ref_states[ref_states >= 0], minlength=n_states) / max(1, len(ref_states))
+    # Nearest-centre assignment would put a sample far from every reference frame into some state:
+    # frames farther from their centre than any reference frame is from its own are 'outside',
+    # an extra state of reference probability 0.
+    centres = kmeans.cluster_centers
+
+    def nearest_distance(points):
+        return np.min([np.linalg.norm(points - c, axis=1) for c in centres], axis=0)
+
+    outside = nearest_distance(sample_tics) > nearest_distance(ref_tics).max()
+    sample_states[outside] = n_states
+    p = np.bincount(sample_states[sample_states >= 0], minlength=n_states + 1) / max(1, len(sample_states))
+    q = np.bincount(ref_states[ref_states >= 0], minlength=n_states + 1) / max(1, len(ref_states))
     result["msm"] = {"clusters": int(k), "states": int(n_states), "lag_frames": lag,
-                     "sample_probabilities": p.tolist(), "reference_probabilities": q.tolist(),
+                     "sample_probabilities": p[:n_states].tolist(), "reference_probabilities": q[:n_states].tolist(),
                      "msm_stationary": pcca.coarse_grained_stationary_probability.tolist(),
-                     "jsd_states": float(jensenshannon(p + 1e-12, q + 1e-12, base=2)),
-                     "sample_unassigned_fraction": float((sample_states < 0).mean())}
+                     "jsd_states": float(jensenshannon(p + 1e-12, q + 1e-12, base=JSD_BASE)),
+                     "sample_outside_fraction": float(outside.mean()),
+                     "sample_unassigned_fraction": float((sample_states < 0).mean()),
+                     "reference_unassigned_fraction": float((ref_states < 0).mean())}
     result["decorrelation_frames"] = {
         "samples": {**torsion_decorrelation(samples),
                     "tic0": decorrelation_time(sample_tics[:, 0], starts=chain_starts(samples))},

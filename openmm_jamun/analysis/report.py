@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 from pathlib import Path
 
@@ -70,5 +71,19 @@ def analyze(samples: str, reference: str, out: str, lag: int = 10, states: int =
             "torsions": torsion_jsds(jumped, ref_traj), "validity": chemical_validity(jumped, bond_lengths(ref_traj)),
             "score_asymmetry": score_asymmetry(denoiser, ref_traj)}
     with open(os.path.join(out, "analysis.json"), "w") as handle:
-        json.dump(result, handle, indent=2, default=float)
+        json.dump(_strict_json(result), handle, indent=2, allow_nan=False)
     return result
+
+
+def _strict_json(value):
+    """``value`` with numpy scalars as Python numbers and non-finite floats (an infinite decorrelation
+    time) as null: JSON has no Infinity, and strict parsers (jq, JavaScript) reject it."""
+    if isinstance(value, dict):
+        return {key: _strict_json(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_strict_json(item) for item in value]
+    if hasattr(value, "item") and not isinstance(value, str):  # numpy scalar
+        value = value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
