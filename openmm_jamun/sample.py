@@ -131,8 +131,9 @@ def denoiser_for(model_path, topology, chains: int):
 def read_input(source: str):
     """(topology, positions, name) from a one-letter sequence (capped) or a PDB/PDBx file holding one
     peptide of standard residues with PDB atom names."""
-    from openmm import app
+    from openmm import app, unit
 
+    from .analysis.ensemble import d_amino_acids
     from .data.build import build_peptide, check_sequence
     from .model.featurize import ATOM_NAMES, RESIDUE_ALIASES, RESIDUES
 
@@ -167,10 +168,6 @@ def read_input(source: str):
     if unknown:
         raise ValueError(f"heavy atom name(s) {', '.join(unknown)} in {source} are unknown to the model, which "
                          "knows PDB atom names (e.g. ACE's CH3): rename them")
-    from openmm import unit
-
-    from .analysis.ensemble import d_amino_acids
-
     mirrored, labels = d_amino_acids(np.asarray(positions.value_in_unit(unit.nanometer)), topology)
     if mirrored.any():
         names = ", ".join(label for label, d in zip(labels, mirrored[0]) if d)
