@@ -293,3 +293,9 @@ def test_chemical_validity_counts_broken_frames(md_root):
     mirrored = traj[:4]
     mirrored.xyz[:1, :, 0] *= -1  # one frame's mirror image: its ALA is D
     assert chemical_validity(mirrored, reference)["d_amino_acid_fraction"] == 0.25
+    # bonds are compared in a canonical order, so a topology listing them backwards compares the same
+    backwards = traj[:10]
+    backwards.topology._bonds = backwards.topology._bonds[::-1]
+    assert chemical_validity(backwards, reference)["invalid_fraction"] == 0.0
+    with pytest.raises(ValueError, match="not the same molecule"):
+        chemical_validity(traj, reference[:-1])

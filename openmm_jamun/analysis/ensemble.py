@@ -96,7 +96,10 @@ def torsion_decorrelation(traj) -> dict[str, float]:
 
 
 def _bond_atoms(topology) -> np.ndarray:
-    return np.array([[b[0].index, b[1].index] for b in topology.bonds], dtype=np.int64).reshape(-1, 2)
+    """Bonded atom pairs (i < j) in sorted order: the same order for two topologies of one molecule
+    whatever order their files list the bonds in, so lengths can be compared bond by bond."""
+    pairs = {(min(b[0].index, b[1].index), max(b[0].index, b[1].index)) for b in topology.bonds}
+    return np.array(sorted(pairs), dtype=np.int64).reshape(-1, 2)
 
 
 def _lengths(traj, bonds: np.ndarray) -> np.ndarray:
@@ -115,6 +118,9 @@ def chemical_validity(traj, reference_lengths: np.ndarray | None = None) -> dict
     lengths = _lengths(traj, bonds)
     if reference_lengths is None:
         reference_lengths = np.median(lengths, axis=0)
+    elif len(reference_lengths) != len(bonds):
+        raise ValueError(f"{len(reference_lengths)} reference bond lengths for a topology with {len(bonds)} bonds: "
+                         "the samples and the reference are not the same molecule")
     deviation = np.abs(lengths - reference_lengths).max(axis=1, initial=0.0)
     broken = deviation > BOND_TOLERANCE_NM
     graph = nx.Graph()
@@ -260,6 +266,7 @@ def compare_ensembles(samples, reference, lag: int = 10, clusters: int = 100, st
     # clusters outside the MSM's largest connected set get no state: count them apart
     state_of_cluster = np.full(k, -1)
     state_of_cluster[msm.state_symbols()] = pcca.assignments
+    empty_states = int(n_states - len(np.unique(pcca.assignments)))  # PCCA+ can leave a state without clusters
     sample_states = state_of_cluster[kmeans.transform(sample_tics)]
     ref_states = state_of_cluster[ref_dtraj]
     # Nearest-centre assignment would put a sample far from every reference frame into some state:
@@ -274,7 +281,7 @@ def compare_ensembles(samples, reference, lag: int = 10, clusters: int = 100, st
     sample_states[outside] = n_states
     p = np.bincount(sample_states[sample_states >= 0], minlength=n_states + 1) / max(1, len(sample_states))
     q = np.bincount(ref_states[ref_states >= 0], minlength=n_states + 1) / max(1, len(ref_states))
-    result["msm"] = {"clusters": int(k), "states": int(n_states), "lag_frames": lag,
+    result["msm"] = {"clusters": int(k), "states": int(n_states), "empty_states": empty_states, "lag_frames": lag,
                      "sample_probabilities": p[:n_states].tolist(), "reference_probabilities": q[:n_states].tolist(),
                      "msm_stationary": pcca.coarse_grained_stationary_probability.tolist(),
                      "jsd_states": float(jensenshannon(p + 1e-12, q + 1e-12, base=JSD_BASE)),
