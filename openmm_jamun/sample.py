@@ -53,15 +53,25 @@ def model_card(model_path: Path) -> dict | None:
     return json.loads(card.read_text()) if card.is_file() else None
 
 
+def card_sequences(card: dict | None) -> list[str]:
+    """The card's training peptides that are one-letter sequences (they are peptide directory names:
+    the recipe names them by sequence; another name says nothing about residues or length)."""
+    from .data.build import ONE_TO_THREE
+
+    names = card.get("train", []) if card else []
+    return [name for name in names if name and all(letter in ONE_TO_THREE for letter in name)]
+
+
 def untrained_residues(card: dict | None, topology) -> list[str]:
     """Residue types of ``topology`` absent from every training sequence listed in the model card
-    (caps ACE/NME count as trained for a capped model). Empty when the card lists no training set."""
+    (caps ACE/NME count as trained for a capped model). Empty when the card lists no training sequence."""
     from .data.build import ONE_TO_THREE
     from .model.featurize import RESIDUE_ALIASES
 
-    if not card or not card.get("train"):
+    sequences = card_sequences(card)
+    if not sequences:
         return []
-    trained = {ONE_TO_THREE[letter] for sequence in card["train"] for letter in sequence if letter in ONE_TO_THREE}
+    trained = {ONE_TO_THREE[letter] for sequence in sequences for letter in sequence}
     trained |= {"ACE", "NME"}
     present = {RESIDUE_ALIASES.get(r.name, r.name) for r in topology.residues() if r.name != "HOH"}
     return sorted(present - trained)
@@ -69,7 +79,7 @@ def untrained_residues(card: dict | None, topology) -> list[str]:
 
 def training_lengths(card: dict | None) -> list[int]:
     """Peptide lengths (residues, caps not counted) of the training sequences the card lists."""
-    return sorted({len(sequence) for sequence in card["train"]}) if card and card.get("train") else []
+    return sorted({len(sequence) for sequence in card_sequences(card)})
 
 
 def untrained_length(card: dict | None, topology) -> int | None:

@@ -148,6 +148,8 @@ def test_lengths_outside_the_training_set_are_flagged(shipped, tmp_path):
     assert untrained_length(card, build_peptide(UNSEEN)[0]) is None
     assert untrained_length(card, build_peptide("A")[0]) == 1
     assert untrained_length({"train": ["AC", "ACD"]}, build_peptide("AAA")[0]) is None
+    # training names that are not sequences (a directory called uGAS or AA_rep1) say nothing about length
+    assert untrained_length({"train": ["AC", "AA_rep1", "uGAS"]}, build_peptide("AAA")[0]) == 3
     with pytest.warns(UserWarning) as caught:  # the walk also falls apart, which warns after the run
         main(["sample", "A", "--steps", "10", "--out", str(tmp_path / "a"), "--quiet"])
     assert any("trained on peptides of 2 residue(s) only; this one has 1" in str(w.message) for w in caught)
