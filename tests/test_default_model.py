@@ -121,6 +121,11 @@ def test_training_recipe_in_examples_matches_the_card(shipped):
     assert sorted(k for k, v in recipe.items() if v["split"] == "val") == sorted(card["val"])
     unseen = [k for k, v in recipe.items() if v["split"].startswith("test")]
     assert len(unseen) >= 3 and not set(unseen) & set(card["train"]) and UNSEEN in unseen
+    # the recipe for a GPU: the paper's network and settings on the same peptides, from scratch
+    gpu = TrainConfig.from_file(str(examples / "train_capped_2aa_gpu.json"))
+    assert NetworkConfig.from_dict(gpu.model).to_dict() == NetworkConfig.published().to_dict()
+    assert gpu.train == card["train"] and gpu.val == card["val"] and gpu.device == "cuda"
+    assert (gpu.lr, gpu.lr_schedule, gpu.batch_size, gpu.sigma, gpu.init_from) == (2e-3, "constant", 32, 0.04, None)
 
 
 def test_residues_outside_the_training_set_are_flagged(shipped, tmp_path):

@@ -42,10 +42,13 @@ def heavy_positions(topology, positions):
     return torch.tensor(positions.value_in_unit(unit.nanometer)[features.atom_indices], dtype=torch.float32)
 
 
-@pytest.mark.parametrize("which", ["dipeptide", "pentapeptide"])
-def test_rotation_and_translation_equivariance(which, request):
+@pytest.mark.parametrize("which,tensor_product", [("dipeptide", "channelwise"), ("pentapeptide", "channelwise"),
+                                                  ("dipeptide", "fully_connected")])
+def test_rotation_and_translation_equivariance(which, tensor_product, request):
+    """Both convolutions: the CPU default and the published one (examples/train_capped_2aa_gpu.json)."""
     topology, positions = request.getfixturevalue(which)
-    model = export_denoiser(random_denoiser(), topology)
+    config = NetworkConfig(hidden_scalars=16, hidden_vectors=4, num_layers=2, tensor_product=tensor_product)
+    model = export_denoiser(random_denoiser(config=config), topology)
     y = heavy_positions(topology, positions) + 0.04 * torch.randn(model.num_atoms, 3)
     out = model(y)
     assert (out - y).abs().max() > 1e-3  # the model does something
