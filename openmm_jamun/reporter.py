@@ -52,13 +52,12 @@ def _copy_head(path, tmp, nbytes):
         target.write(source.read(nbytes))
 
 
-def truncate_trajectory(path, topology_path, frames: int) -> None:
+def truncate_trajectory(path, frames: int) -> None:
     """Cut a trajectory file back to its first ``frames`` frames, atomically (used on resume to drop
     frames written after the checkpoint that the run restarts from).
 
     The frames that stay are kept byte for byte, with their headers: DCD first step, interval and time
     step, XTC steps and times, HDF5 times (a rewrite through mdtraj would replace them with its own).
-    ``topology_path`` is not needed and kept for callers.
     """
     path = os.fspath(path)
     fmt = trajectory_format(path)

@@ -294,9 +294,9 @@ def run_sampling(source: str, out: str, model: str | None = None, steps: int = 1
     if resume:
         simulation.loadCheckpoint(files["checkpoint"])
         done = simulation.currentStep // interval
-        truncate_trajectory(files["samples"], files["topology"], done)
+        truncate_trajectory(files["samples"], done)
         if write_walk:
-            truncate_trajectory(files["walk"], files["topology"], done)
+            truncate_trajectory(files["walk"], done)
         wall_before = record.get("wall_time_s", 0.0)
     else:
         simulation.context.setPositions(walk.positions)

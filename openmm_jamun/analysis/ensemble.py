@@ -172,8 +172,20 @@ def d_amino_acids(xyz: np.ndarray, topology) -> tuple[np.ndarray, list[str]]:
 
 
 def bond_lengths(traj) -> np.ndarray:
-    """Mean length of every bond over the frames of ``traj`` (nm), in topology bond order."""
+    """Mean length of every bond over the frames of ``traj`` (nm), bonds in sorted (i < j) order."""
     return _lengths(traj, _bond_atoms(traj.topology)).mean(axis=0)
+
+
+def _noised_reference_frames(denoiser, reference, count: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Up to ``count`` evenly spaced reference frames x and x + σε (float32, nm), for a one-chain
+    ``denoiser`` of the reference's molecule."""
+    if denoiser.num_atoms != reference.n_atoms:
+        raise ValueError(f"the denoiser is for {denoiser.num_atoms} atoms, the reference has {reference.n_atoms} "
+                         "heavy atoms (a one-chain export for the reference's molecule is needed)")
+    index = np.unique(np.linspace(0, reference.n_frames - 1, min(count, reference.n_frames)).astype(int))
+    clean = reference.xyz[index].astype(np.float32)
+    noise = float(denoiser.sigma) * np.random.default_rng(seed).standard_normal(clean.shape).astype(np.float32)
+    return clean, clean + noise
 
 
 def jump_of_reference(denoiser, reference, max_frames: int = 2000, seed: int = 0):
@@ -187,14 +199,9 @@ def jump_of_reference(denoiser, reference, max_frames: int = 2000, seed: int = 0
     import mdtraj
     import torch
 
-    if denoiser.num_atoms != reference.n_atoms:
-        raise ValueError(f"the denoiser is for {denoiser.num_atoms} atoms, the reference has {reference.n_atoms} "
-                         "heavy atoms (a one-chain export for the reference's molecule is needed)")
-    index = np.unique(np.linspace(0, reference.n_frames - 1, min(max_frames, reference.n_frames)).astype(int))
-    clean = reference.xyz[index].astype(np.float32)
-    noise = float(denoiser.sigma) * np.random.default_rng(seed).standard_normal(clean.shape).astype(np.float32)
+    clean, noisy = _noised_reference_frames(denoiser, reference, max_frames, seed)
     with torch.no_grad():
-        jumped = np.stack([denoiser(torch.from_numpy(y)).numpy() for y in clean + noise])
+        jumped = np.stack([denoiser(torch.from_numpy(y)).numpy() for y in noisy])
     # a jump keeps its noisy input's centre, which the noise moved: compare centred frames
     error = (jumped - jumped.mean(1, keepdims=True)) - (clean - clean.mean(1, keepdims=True))
     return mdtraj.Trajectory(jumped, reference.topology), float(np.sqrt((error**2).sum(-1).mean()))
@@ -211,12 +218,7 @@ def score_asymmetry(denoiser, reference, frames: int = 20, seed: int = 0) -> dic
     ‖D − Dᵀ‖_F / ‖D + Dᵀ‖_F, D = ∂x̂/∂y (0 for a conservative score; 3N backward passes a frame)."""
     import torch
 
-    if denoiser.num_atoms != reference.n_atoms:
-        raise ValueError(f"the denoiser is for {denoiser.num_atoms} atoms, the reference has {reference.n_atoms} "
-                         "heavy atoms (a one-chain export for the reference's molecule is needed)")
-    index = np.unique(np.linspace(0, reference.n_frames - 1, min(frames, reference.n_frames)).astype(int))
-    clean = reference.xyz[index].astype(np.float32)
-    noisy = clean + float(denoiser.sigma) * np.random.default_rng(seed).standard_normal(clean.shape).astype(np.float32)
+    _, noisy = _noised_reference_frames(denoiser, reference, frames, seed)
     shape = noisy.shape[1:]
     ratios = []
     for y in noisy:

@@ -37,8 +37,8 @@ def split_chains(traj):
 
 
 def chain_starts(traj) -> np.ndarray:
-    """First frame of each independent chain of ``traj``: 0, and every frame whose time is earlier
-    is not later than its predecessor's (a K-chain run pooled by :func:`split_chains`; a single MD run: [0])."""
+    """First frame of each independent chain of ``traj``: 0, and every frame whose time is not later
+    than its predecessor's (a K-chain run pooled by :func:`split_chains`; a single MD run: [0])."""
     time = np.asarray(traj.time, dtype=np.float64)
     return np.concatenate([[0], np.nonzero(np.diff(time) <= 0)[0] + 1]).astype(np.int64)
 

@@ -128,7 +128,7 @@ def run_md(structure: str, out_dir: str, ns: float = 10.0, *, caps: bool = True,
         simulation.loadCheckpoint(chk_path)
         done_frames = max(0, (simulation.currentStep - equil_steps) // steps_per_frame)
         if os.path.isfile(xtc_path):
-            truncate_trajectory(xtc_path, top_path, done_frames)
+            truncate_trajectory(xtc_path, done_frames)
     else:
         simulation.context.setPositions(positions)
         simulation.minimizeEnergy()
