@@ -3,28 +3,45 @@
 The walk runs Langevin dynamics on noised coordinates y = x + σε driven by
 the learned score (JamunForce / JamunPythonForce + JamunIntegrator); the
 JumpReporter writes each reported walk frame denoised, x̂(y).
+``create_walk_simulation`` builds all of it for a peptide in one call.
+
+The names below are imported on first use, so that modules which need neither
+torch nor openmm-torch (reference MD, trajectory files) load without them.
 """
+
+from __future__ import annotations
+
+import importlib
 
 __version__ = "0.1.0"
 
-from .force import JamunForce, JamunPythonForce, make_jamun_force
-from .integrator import JamunIntegrator, NonFiniteWalkError
-from .model.contract import DenoiserContractError, load_denoiser
-from .model.gaussian import gaussian_denoiser, gaussian_example
-from .reporter import JumpReporter
-from .system import NoisedSystem, create_noised_system
+_EXPORTS = {
+    "DenoiserContractError": ".model.contract",
+    "load_denoiser": ".model.contract",
+    "gaussian_denoiser": ".model.gaussian",
+    "gaussian_example": ".model.gaussian",
+    "JamunForce": ".force",
+    "JamunPythonForce": ".force",
+    "make_jamun_force": ".force",
+    "JamunIntegrator": ".integrator",
+    "NonFiniteWalkError": ".integrator",
+    "JumpReporter": ".reporter",
+    "NoisedSystem": ".system",
+    "create_noised_system": ".system",
+    "WalkSimulation": ".simulation",
+    "create_walk_simulation": ".simulation",
+}
 
-__all__ = [
-    "DenoiserContractError",
-    "JamunForce",
-    "JamunIntegrator",
-    "JamunPythonForce",
-    "JumpReporter",
-    "NoisedSystem",
-    "NonFiniteWalkError",
-    "create_noised_system",
-    "gaussian_denoiser",
-    "gaussian_example",
-    "load_denoiser",
-    "make_jamun_force",
-]
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str):
+    if name in _EXPORTS:
+        value = getattr(importlib.import_module(_EXPORTS[name], __name__), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted(set(globals()) | set(__all__))

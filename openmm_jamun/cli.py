@@ -1,4 +1,8 @@
-"""The ``jamun`` command line."""
+"""The ``jamun`` command line.
+
+Each command imports what it needs when it runs: torch, openmm-torch and e3nn take seconds to
+import, and ``jamun --help`` or ``jamun md`` need none of them.
+"""
 
 from __future__ import annotations
 
@@ -8,6 +12,8 @@ import os
 import sys
 import time
 import warnings
+
+from .platforms import BACKENDS
 
 
 def _positive_int(text: str) -> int:
@@ -39,7 +45,6 @@ def _check_out_file(path: str) -> None:
 def cmd_demo(args) -> int:
     """Walk-jump on the analytic Gaussian denoiser: the 30-second check that everything is wired."""
     import numpy as np
-    import openmm
     import torch
     from openmm import app, unit
 
@@ -50,14 +55,9 @@ def cmd_demo(args) -> int:
     s, sigma = 0.05, 0.04
     denoiser, topology, mu = oj.gaussian_example(args.particles, s=s * unit.nanometer, sigma=sigma * unit.nanometer)
     torch.jit.save(denoiser, os.path.join(args.out, "gaussian_denoiser.pt"))
-    noised = oj.create_noised_system(topology, mu, denoiser, seed=args.seed)
-    noised.system.addForce(oj.make_jamun_force(denoiser, backend=args.backend))
-    simulation = app.Simulation(noised.topology, noised.system, oj.JamunIntegrator(sigma=noised.sigma),
-                                openmm.Platform.getPlatformByName("CPU"), {"Threads": "1"})
-    simulation.context.setPositions(noised.positions)
-    simulation.context.setVelocities(noised.velocities)
+    simulation = oj.create_walk_simulation(topology, mu, denoiser, backend=args.backend, seed=args.seed)
     with open(os.path.join(args.out, "topology.pdb"), "w") as handle:
-        app.PDBFile.writeFile(noised.topology, mu, handle)
+        app.PDBFile.writeFile(simulation.topology, mu, handle)
     jumps = os.path.join(args.out, "jumps.dcd")
     simulation.reporters += [
         oj.JumpReporter(jumps, args.interval),
@@ -148,15 +148,16 @@ def cmd_analyze(args) -> int:
 
 
 def cmd_export(args) -> int:
-    from .sample import denoiser_for, model_card, read_input, resolve_model, warn_if_untrained
+    import torch
+
+    from .inputs import read_input
+    from .model.registry import denoiser_for, model_card, resolve_model, warn_if_untrained
 
     topology, _, name = read_input(args.input)
     model_path = resolve_model(args.model)
     warn_if_untrained(model_path, model_card(model_path), topology)
     module = denoiser_for(model_path, topology, args.chains)
     _check_out_file(args.out)
-    import torch
-
     torch.jit.save(module, args.out)
     print(f"TorchScript denoiser for {name} ({module.num_atoms} atoms, {args.chains} chain(s)) -> {args.out}")
     return 0
@@ -182,7 +183,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--steps", type=_positive_int, default=5000, help="walk steps (default 5000)")
     demo.add_argument("--interval", type=_positive_int, default=10, help="steps between clean frames (default 10)")
     demo.add_argument("--particles", type=_positive_int, default=30, help="particles (default 30)")
-    demo.add_argument("--backend", choices=("auto", "python", "torch"), default="auto",
+    demo.add_argument("--backend", choices=BACKENDS, default="auto",
                       help="force backend (default auto)")
     demo.add_argument("--seed", type=int, default=0, help="seed (default 0)")
     demo.add_argument("--overwrite", action="store_true", help="replace a non-empty output directory")
@@ -196,7 +197,7 @@ def build_parser() -> argparse.ArgumentParser:
     md.add_argument("--uncapped", action="store_true", help="zwitterionic termini instead of ACE/NME caps")
     md.add_argument("--seed", type=int, default=None,
                     help="seed of the velocities and the thermostat (default 0; a resumed run keeps its own)")
-    md.add_argument("--platform", default=None, help="OpenMM platform (default: OpenMM's fastest)")
+    md.add_argument("--platform", default=None, help="OpenMM platform (default CPU)")
     md.add_argument("--threads", type=_positive_int, default=None,
                     help="CPU threads (default: all; the same seed gives the same frames on one thread only)")
     md.add_argument("--equilibration-ps", type=_positive_float, default=None,
@@ -219,7 +220,7 @@ def build_parser() -> argparse.ArgumentParser:
     sa.add_argument("--overwrite", action="store_true", help="replace a non-empty output directory")
     sa.add_argument("--platform", default=None, help="OpenMM platform: CPU (the default), CUDA, Reference")
     sa.add_argument("--threads", type=_positive_int, default=1, help="CPU threads for OpenMM and torch (default 1)")
-    sa.add_argument("--backend", choices=("auto", "torch", "python"), default="auto",
+    sa.add_argument("--backend", choices=BACKENDS, default="auto",
                     help="JamunForce through openmm-torch (torch) or openmm.PythonForce (python); auto: torch "
                          "where openmm-torch imports")
     sa.add_argument("--seed", type=int, default=None, help="seed of the initial noise and the walk (default 0)")

@@ -12,6 +12,8 @@ from openmm import app, unit
 
 from ._units import kT_kj_per_mol, length_nm, temperature_kelvin
 from .model.contract import DenoiserInfo, load_denoiser
+from .inputs import read_structure_file
+from .topology import heavy_atom_indices, subset_topology
 
 
 @dataclass
@@ -37,11 +39,7 @@ class NoisedSystem:
 
 def _read_structure(structure, positions):
     if isinstance(structure, (str, os.PathLike)):
-        path = os.fspath(structure)
-        if not os.path.isfile(path):
-            raise FileNotFoundError(f"structure file not found: {path}")
-        reader = app.PDBxFile(path) if path.endswith((".cif", ".pdbx")) else app.PDBFile(path)
-        return reader.topology, reader.getPositions(asNumpy=True)
+        return read_structure_file(os.fspath(structure))
     if isinstance(structure, (app.PDBFile, app.PDBxFile, app.Modeller)):
         return structure.topology, structure.getPositions(asNumpy=True) if positions is None else positions
     if isinstance(structure, app.Topology):
@@ -75,38 +73,6 @@ def _check_bond_lengths(topology: app.Topology, x_nm: np.ndarray) -> None:
         hint = " (they look like Å: plain numbers are read as nm)" if 0.5 < median < 3 else ""
         raise ValueError(f"bonded atoms are {median:.3g} nm apart (median over {len(pairs)} bonds), not 0.1-0.2 nm: "
                          f"positions in the wrong unit{hint}; pass an openmm.unit quantity")
-
-
-def heavy_atom_indices(topology: app.Topology) -> np.ndarray:
-    """Indices of atoms that are not hydrogen (atoms without an element count as heavy)."""
-    return np.array(
-        [atom.index for atom in topology.atoms() if atom.element is None or atom.element.symbol not in ("H", "D")],
-        dtype=np.int64,
-    )
-
-
-def subset_topology(topology: app.Topology, indices, num_copies: int = 1) -> app.Topology:
-    """A Topology holding ``num_copies`` chains, each the atoms ``indices`` of ``topology`` with their bonds."""
-    indices = [int(i) for i in indices]
-    keep = set(indices)
-    atoms = list(topology.atoms())
-    new = app.Topology()
-    for copy in range(num_copies):
-        chain_id = chr(ord("A") + copy) if copy < 26 else str(copy)
-        mapping = {}
-        residues = {}
-        chain = new.addChain(chain_id)
-        for i in indices:
-            atom = atoms[i]
-            key = atom.residue.index
-            if key not in residues:
-                residues[key] = new.addResidue(atom.residue.name, chain, id=atom.residue.id)
-            mapping[i] = new.addAtom(atom.name, atom.element, residues[key])
-        for bond in topology.bonds():
-            a, b = bond[0].index, bond[1].index
-            if a in keep and b in keep:
-                new.addBond(mapping[a], mapping[b])
-    return new
 
 
 def create_noised_system(structure, positions=None, denoiser=None, *, sigma=None, temperature=300 * unit.kelvin,

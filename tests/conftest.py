@@ -15,18 +15,11 @@ PLATFORMS = os.environ.get("JAMUN_TEST_PLATFORMS", "Reference,CPU").split(",")
 
 
 def make_walk(denoiser, topology, x0, backend="torch", platform="CPU", seed=0, integrator=None, **force_kwargs):
-    """A Simulation of the walk for ``denoiser`` started from x0 + σε."""
-    noised = oj.create_noised_system(topology, x0, denoiser, seed=seed)
-    noised.system.addForce(oj.make_jamun_force(denoiser, backend=backend, **force_kwargs))
-    integrator = integrator or oj.JamunIntegrator(sigma=noised.sigma)
-    properties = {"Threads": "1"} if platform == "CPU" else {}
-    if platform == "CUDA":
-        properties = {"Precision": "mixed"}
-    simulation = app.Simulation(noised.topology, noised.system, integrator,
-                                openmm.Platform.getPlatformByName(platform), properties)
-    simulation.context.setPositions(noised.positions)
-    simulation.context.setVelocities(noised.velocities)
-    return simulation, noised
+    """A Simulation of the walk for ``denoiser`` started from x0 + σε, and its NoisedSystem."""
+    properties = {"Precision": "mixed"} if platform == "CUDA" else None
+    simulation = oj.create_walk_simulation(topology, x0, denoiser, backend=backend, platform=platform, seed=seed,
+                                           integrator=integrator, properties=properties, **force_kwargs)
+    return simulation, simulation.noised
 
 
 @pytest.fixture(scope="session")

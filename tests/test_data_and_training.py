@@ -80,13 +80,13 @@ def test_md_writes_frames_sidecar_and_resumes(md_root, tmp_path):
     assert longer.n_frames == 20 and json.load(open(out / "md.json"))["frames"] == 20
     np.testing.assert_allclose(longer.xyz[:15], both.xyz, atol=1e-6)
     # settings that differ from the run's md.json, or another peptide, are errors, and touch nothing
-    with pytest.raises(ValueError, match="temperature_K = 310"):
+    with pytest.raises(ValueError, match="temperature_K 310"):
         run_md("A", str(out), ns=0.03, temperature=310 * unit.kelvin, threads=1, progress=False)
-    with pytest.raises(ValueError, match="equilibration_ps = 100"):
+    with pytest.raises(ValueError, match="equilibration_ps 100"):
         run_md("A", str(out), ns=0.03, equilibration=100 * unit.picosecond, threads=1, progress=False)
     with pytest.raises(ValueError, match="holds MD of"):
         run_md("G", str(out), ns=0.03, threads=1, progress=False)
-    with pytest.raises(ValueError, match="a run with seed 2; a resumed run keeps its seed"):
+    with pytest.raises(ValueError, match="seed 5 \(the run has 2\)"):
         run_md("A", str(out), ns=0.03, seed=5, threads=1, progress=False)
     run_md("A", str(out), ns=0.02, seed=2, threads=1, progress=False)  # its own seed, given again: fine
     assert mdtraj.load(str(out / "traj.xtc"), top=str(out / "topology.pdb")).n_frames == 20

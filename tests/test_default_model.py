@@ -16,7 +16,7 @@ from openmm_jamun.data.build import build_peptide
 from openmm_jamun.model.contract import FORMAT_VERSION
 from openmm_jamun.model.export import CHECKPOINT_FORMAT, export_denoiser, load_checkpoint, vocabulary
 from openmm_jamun.model.network import count_parameters
-from openmm_jamun.sample import MODELS_DIR, model_card, resolve_model
+from openmm_jamun.model.registry import PACKAGE_MODELS_DIR, model_card, resolve_model
 
 UNSEEN = "AA"  # capped alanine dipeptide: the card's training list must not hold it
 
@@ -30,7 +30,7 @@ def shipped():
 
 def test_model_file_is_small_and_card_matches(shipped):
     path, denoiser, record, card = shipped
-    assert path.parent == MODELS_DIR and path.stat().st_size < 5 * 2**20
+    assert path.parent == PACKAGE_MODELS_DIR and path.stat().st_size < 5 * 2**20
     assert card is not None, "models/capped_2aa.json (the model card) is missing"
     assert card["format"] == CHECKPOINT_FORMAT and card["export_format_version"] == FORMAT_VERSION
     assert card["sigma_nm"] == denoiser.sigma == 0.04
@@ -131,7 +131,7 @@ def test_training_recipe_in_examples_matches_the_card(shipped):
 def test_residues_outside_the_training_set_are_flagged(shipped, tmp_path):
     import shutil
 
-    from openmm_jamun.sample import untrained_residues
+    from openmm_jamun.model.registry import untrained_residues
 
     path, _, _, card = shipped
     assert untrained_residues(card, build_peptide(UNSEEN)[0]) == []  # ALA is in AC and AN
@@ -147,7 +147,7 @@ def test_residues_outside_the_training_set_are_flagged(shipped, tmp_path):
 
 
 def test_lengths_outside_the_training_set_are_flagged(shipped, tmp_path):
-    from openmm_jamun.sample import untrained_length
+    from openmm_jamun.model.registry import untrained_length
 
     path, _, _, card = shipped
     assert untrained_length(card, build_peptide(UNSEEN)[0]) is None

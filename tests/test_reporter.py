@@ -9,7 +9,7 @@ from openmm import app, unit
 
 import openmm_jamun as oj
 from openmm_jamun import force as force_module
-from openmm_jamun.reporter import truncate_trajectory
+from openmm_jamun.trajectory import truncate_trajectory
 from conftest import make_walk
 
 SIGMA, S = 0.04, 0.05

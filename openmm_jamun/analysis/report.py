@@ -2,31 +2,36 @@
 
 from __future__ import annotations
 
-import json
 import math
 import os
 from pathlib import Path
+
+import mdtraj
+
+from ..model.registry import denoiser_for, resolve_model
+from ..data.md import TOPOLOGY_FILE, TRAJECTORY_FILE
+from ..records import SAMPLES, TOPOLOGY, write_json
+from ..topology import heavy_atom_slice
+from .ensemble import bond_lengths, chemical_validity, compare_ensembles, jump_of_reference, score_asymmetry
+from .plots import ramachandran, state_probabilities, tica_densities
+from .torsions import backbone_pairs, split_chains, torsion_jsds, torsions
 
 
 def load_heavy(path: str, topology: str | None = None):
     """A heavy-atom trajectory from a `jamun sample` run dir, a `jamun md` dir, or a trajectory file.
     K-chain sample runs are pooled into one chain."""
-    import mdtraj
-
-    from .torsions import split_chains
-
     p = Path(path)
     if p.is_dir():
-        for traj_name, top_name in (("samples.dcd", "topology.pdb"), ("traj.xtc", "topology.pdb")):
+        for traj_name, top_name in ((SAMPLES, TOPOLOGY), (TRAJECTORY_FILE, TOPOLOGY_FILE)):
             if (p / traj_name).is_file():
                 path, topology = str(p / traj_name), str(p / top_name)
                 break
         else:
-            raise FileNotFoundError(f"{p} holds neither samples.dcd (jamun sample) nor traj.xtc (jamun md)")
+            raise FileNotFoundError(f"{p} holds neither {SAMPLES} (jamun sample) nor {TRAJECTORY_FILE} (jamun md)")
     elif topology is None:
         raise ValueError(f"{path}: give --top for a bare trajectory file")
     traj = mdtraj.load(path, top=topology)
-    traj = traj.atom_slice(traj.topology.select("not element H"))
+    traj = heavy_atom_slice(traj)
     return split_chains(traj)
 
 
@@ -35,10 +40,6 @@ def analyze(samples: str, reference: str, out: str, lag: int = 10, states: int =
     """Compare ``samples`` with ``reference``; with ``model`` (a name in models/, a checkpoint or a
     one-chain TorchScript export) also the jump of σ-noised reference frames ("reference_jump"),
     which separates the denoiser's error from the walk's."""
-    from .ensemble import bond_lengths, chemical_validity, compare_ensembles, jump_of_reference, score_asymmetry
-    from .plots import ramachandran, state_probabilities, tica_densities
-    from .torsions import backbone_pairs, torsion_jsds, torsions
-
     sample_traj, ref_traj = load_heavy(samples, top), load_heavy(reference)
     ours = [f"{a.residue.name}:{a.name}" for a in sample_traj.topology.atoms]
     theirs = [f"{a.residue.name}:{a.name}" for a in ref_traj.topology.atoms]
@@ -47,8 +48,6 @@ def analyze(samples: str, reference: str, out: str, lag: int = 10, states: int =
                          "or other atom names)")
     denoiser = None
     if model is not None:  # a model that cannot be found or cannot handle the molecule fails before any output
-        from ..sample import denoiser_for, resolve_model
-
         model_path = resolve_model(model)
         denoiser = denoiser_for(model_path, ref_traj.topology.to_openmm(), chains=1)
     result = compare_ensembles(sample_traj, ref_traj, lag=lag, states=states)
@@ -70,8 +69,7 @@ def analyze(samples: str, reference: str, out: str, lag: int = 10, states: int =
             "rms_error_nm": rms_error, "noise_rms_nm": float(denoiser.sigma) * 3**0.5,
             "torsions": torsion_jsds(jumped, ref_traj), "validity": chemical_validity(jumped, bond_lengths(ref_traj)),
             "score_asymmetry": score_asymmetry(denoiser, ref_traj)}
-    with open(os.path.join(out, "analysis.json"), "w") as handle:
-        json.dump(_strict_json(result), handle, indent=2, allow_nan=False)
+    write_json(os.path.join(out, "analysis.json"), _strict_json(result), allow_nan=False)
     return result
 
 

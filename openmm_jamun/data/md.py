@@ -9,14 +9,18 @@ settings, the seed, the length and the wall time.
 
 from __future__ import annotations
 
-import json
 import os
 import time
 
+import mdtraj
 import openmm
+from tqdm import tqdm
 from openmm import app, unit
 
-from ..reporter import truncate_trajectory
+from ..platforms import get_platform
+from ..records import check_same_settings, read_json, write_json
+from ..topology import heavy_atom_slice
+from ..trajectory import truncate_trajectory
 from .build import FORCE_FIELD_FILES, add_hydrogens, build_peptide, forcefield, peptide_name, write_pdb
 
 TOPOLOGY_FILE = "topology.pdb"
@@ -28,10 +32,8 @@ SIDECAR_FILE = "md.json"
 DEFAULT_EQUILIBRATION = 100 * unit.picosecond
 
 
-def _check_resume(out_dir, record, structure, caps, temperature, timestep, friction, frame_interval,
-                  equilibration):
-    """The equilibration of the run in ``out_dir`` (None if md.json lacks it); ValueError when the
-    request differs from its md.json.
+def _check_resume(out_dir, record, structure, caps, seed, requested: dict):
+    """An error when a resumed run is asked for another peptide or other settings than its md.json.
 
     The frame count of a resumed run is derived from its step count and its equilibration, so a
     different equilibration (or timestep, frame interval) would truncate or misplace frames."""
@@ -40,27 +42,8 @@ def _check_resume(out_dir, record, structure, caps, temperature, timestep, frict
         if str(source).upper() != str(structure).upper() or record.get("caps", caps) != caps:
             raise ValueError(f"{out_dir} holds MD of {record.get('name', source)}; asked for "
                              f"{peptide_name(structure, caps)} (use another --out)")
-    requested = {"temperature_K": temperature.value_in_unit(unit.kelvin),
-                 "timestep_fs": timestep.value_in_unit(unit.femtosecond),
-                 "friction_per_ps": friction.value_in_unit(unit.picosecond**-1),
-                 "frame_interval_ps": frame_interval.value_in_unit(unit.picosecond)}
-    if equilibration is not None:
-        requested["equilibration_ps"] = equilibration.value_in_unit(unit.picosecond)
-    for key, value in requested.items():
-        if key in record and abs(float(record[key]) - value) > 1e-9 * max(1.0, abs(value)):
-            raise ValueError(f"cannot resume {out_dir} with {key} = {value:g}: the run was started with "
-                             f"{key} = {record[key]:g} (omit the setting to keep the run's own)")
-    if equilibration is None and "equilibration_ps" in record:
-        equilibration = record["equilibration_ps"] * unit.picosecond
-    return equilibration
-
-
-def _platform(name: str | None, threads: int | None):
-    platform = openmm.Platform.getPlatformByName(name or "CPU")
-    properties = {}
-    if platform.getName() == "CPU" and threads:
-        properties["Threads"] = str(int(threads))
-    return platform, properties
+    check_same_settings(out_dir, record, {"seed": seed, **requested},
+                        hint="a resumed run keeps the settings of its md.json (omit a setting to keep the run's own)")
 
 
 def run_md(structure: str, out_dir: str, ns: float = 10.0, *, caps: bool = True, seed: int | None = None,
@@ -78,8 +61,6 @@ def run_md(structure: str, out_dir: str, ns: float = 10.0, *, caps: bool = True,
 
     Returns the sidecar record (also written to ``out_dir/md.json``).
     """
-    from tqdm import tqdm
-
     if ns <= 0:
         raise ValueError(f"ns must be positive; got {ns}")
     os.makedirs(out_dir, exist_ok=True)
@@ -89,16 +70,19 @@ def run_md(structure: str, out_dir: str, ns: float = 10.0, *, caps: bool = True,
     json_path = os.path.join(out_dir, SIDECAR_FILE)
 
     resuming = os.path.isfile(chk_path) and os.path.isfile(top_path)
+    requested = {"temperature_K": temperature.value_in_unit(unit.kelvin),
+                 "timestep_fs": timestep.value_in_unit(unit.femtosecond),
+                 "friction_per_ps": friction.value_in_unit(unit.picosecond**-1),
+                 "frame_interval_ps": frame_interval.value_in_unit(unit.picosecond),
+                 "equilibration_ps": None if equilibration is None else equilibration.value_in_unit(unit.picosecond)}
     if resuming:
         pdb = app.PDBFile(top_path)
         topology, positions = pdb.topology, pdb.positions
-        record = json.load(open(json_path)) if os.path.isfile(json_path) else {}
-        if seed is not None and "seed" in record and int(seed) != record["seed"]:
-            raise ValueError(f"{out_dir} is a run with seed {record['seed']}; a resumed run keeps its seed "
-                             f"(asked for {seed})")
+        record = read_json(json_path) if os.path.isfile(json_path) else {}
+        _check_resume(out_dir, record, structure, caps, seed, requested)
         seed = record.get("seed", 0 if seed is None else seed)
-        equilibration = _check_resume(out_dir, record, structure, caps, temperature, timestep, friction,
-                                      frame_interval, equilibration)
+        if equilibration is None and "equilibration_ps" in record:
+            equilibration = record["equilibration_ps"] * unit.picosecond
     else:
         if os.path.isfile(structure):
             pdb = app.PDBFile(structure)
@@ -120,7 +104,7 @@ def run_md(structure: str, out_dir: str, ns: float = 10.0, *, caps: bool = True,
     system = forcefield().createSystem(topology, nonbondedMethod=app.NoCutoff, constraints=app.HBonds)
     integrator = openmm.LangevinMiddleIntegrator(temperature, friction, timestep)
     integrator.setRandomNumberSeed(int(seed) + 1)  # 0 would mean "pick one"
-    plat, props = _platform(platform, threads)
+    plat, props = get_platform(platform, threads)
     simulation = app.Simulation(topology, system, integrator, plat, props)
 
     start = time.time()
@@ -175,9 +159,7 @@ def run_md(structure: str, out_dir: str, ns: float = 10.0, *, caps: bool = True,
                 "ns_per_day": round(done_frames * frame_interval.value_in_unit(unit.picosecond) / 1000
                                     / max(elapsed, 1e-9) * 86400, 1),
             })
-            with open(json_path + ".tmp", "w") as handle:
-                json.dump(record, handle, indent=2)
-            os.replace(json_path + ".tmp", json_path)
+            write_json(json_path, record)
             bar.update(frames)
     finally:
         bar.close()
@@ -189,18 +171,15 @@ def run_md(structure: str, out_dir: str, ns: float = 10.0, *, caps: bool = True,
 
 def load_md_frames(md_dir: str, heavy_atoms_only: bool = True, stride: int = 1):
     """The MD trajectory of ``md_dir`` as an mdtraj Trajectory (heavy atoms by default)."""
-    import mdtraj
-
     traj = mdtraj.load(os.path.join(md_dir, TRAJECTORY_FILE), top=os.path.join(md_dir, TOPOLOGY_FILE),
                        stride=stride)
     if heavy_atoms_only:
-        traj = traj.atom_slice(traj.topology.select("not element H"))
+        traj = heavy_atom_slice(traj)
     return traj
 
 
 def md_frames_ns(md_dir: str) -> float:
-    with open(os.path.join(md_dir, SIDECAR_FILE)) as handle:
-        return float(json.load(handle).get("length_ns", 0.0))
+    return float(read_json(os.path.join(md_dir, SIDECAR_FILE)).get("length_ns", 0.0))
 
 
 __all__ = ["run_md", "load_md_frames", "md_frames_ns"]

@@ -13,6 +13,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ..topology import is_heavy_atom
+
 ELEMENTS = ("C", "N", "O", "S", "H", "other")
 ATOM_NAMES = (
     "N", "CA", "C", "O", "OXT", "CB", "CG", "CG1", "CG2", "CD", "CD1", "CD2", "CE", "CE1", "CE2", "CE3",
@@ -73,7 +75,7 @@ def featurize(topology, heavy_atoms_only: bool = True) -> TopologyFeatures:
     atoms = list(topology.atoms())
     if not atoms:
         raise ValueError("the topology is empty: no atoms to featurize")
-    kept = [atom for atom in atoms if not (heavy_atoms_only and _element_symbol(atom) in ("H", "D"))]
+    kept = [atom for atom in atoms if is_heavy_atom(atom) or not heavy_atoms_only]
     if not kept:
         raise ValueError("the topology has no heavy atoms: JAMUN models work on heavy atoms")
 
