@@ -41,15 +41,11 @@ def test_chains_stuck_at_different_means_are_not_decorrelated():
 
 
 def test_one_chain_is_unchanged():
-    """One chain (reference MD): bit-for-bit the single-series estimate."""
+    """One chain (reference MD): the AR(1) time, and the same figure with or without chain starts.
+    exp(-lag/7.3) first drops below 1/e at lag 8; 3000 frames estimate it within a frame."""
     x = ar1_chains(np.random.default_rng(1), 1, 3000, tau=7.3)[0]
-    centred = x - x.mean()
-    var = (centred**2).mean()
-    size = 1 << (2 * len(x) - 1).bit_length()
-    spectrum = np.fft.rfft(centred, size)
-    acf = np.fft.irfft(spectrum * np.conj(spectrum), size)[: len(x)] / (var * np.arange(len(x), 0, -1))
-    expected = float(np.nonzero(acf[: len(x) // 3 + 1] < 1 / np.e)[0][0])
-    assert decorrelation_time(x) == decorrelation_time(x, starts=[0]) == expected
+    assert decorrelation_time(x) == decorrelation_time(x, starts=[0])
+    assert decorrelation_time(x) == pytest.approx(8, abs=1)
 
 
 def test_split_chains_marks_chain_starts_for_torsion_decorrelation():

@@ -147,7 +147,8 @@ def test_training_reduces_loss_and_resume_continues(md_root, tmp_path):
     summary = train(_config(md_root, tmp_path / "run", lr=1e-2), progress=False)
     log = [json.loads(line) for line in open(tmp_path / "run" / "train_log.jsonl")]
     assert [e["step"] for e in log] == [10, 20, 30]
-    assert log[-1]["val_loss"] < log[0]["val_loss"] or summary["last_loss"] < 1.0
+    # the same validation frames and noise at every entry: with lr 0 the three losses are equal
+    assert log[-1]["val_loss"] < log[0]["val_loss"]
     record = torch.load(tmp_path / "run" / "checkpoint.pt", weights_only=True)
     assert record["step"] == 30
 

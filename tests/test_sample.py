@@ -217,12 +217,23 @@ def test_jsd_known_values():
 
 
 def test_analyze_writes_json_and_valid_pngs(md_root, tmp_path):
+    """Samples unlike the reference (its mirror image, as a bare trajectory with --top): analysis.json holds
+    the figures of these samples against that reference (not the reference against itself), and the plots."""
+    from openmm_jamun.analysis.report import load_heavy
+    from openmm_jamun.analysis.torsions import torsion_jsds
+
+    top = str(md_root / "A" / "topology.pdb")
+    mirrored = mdtraj.load(str(md_root / "A" / "traj.xtc"), top=top)
+    mirrored.xyz = mirrored.xyz * np.array([-1.0, 1.0, 1.0], dtype=np.float32)
+    mirrored.save_dcd(str(tmp_path / "mirrored.dcd"))
     out = tmp_path / "analysis"
-    assert main(["analyze", str(md_root / "A"), "--reference", str(md_root / "A"), "--out", str(out),
-                 "--lag", "2", "--states", "2"]) == 0
+    assert main(["analyze", str(tmp_path / "mirrored.dcd"), "--top", top, "--reference",
+                 str(md_root / "A"), "--out", str(out), "--lag", "2", "--states", "2"]) == 0
     result = json.loads((out / "analysis.json").read_text())
-    assert result["torsions"]["mean_phi_psi_2d"] == 0.0 and result["msm"]["jsd_states"] == 0.0
-    assert result["tica"]["jsd_tic0"] == 0.0 and result["validity"]["invalid_fraction"] == 0.0
+    expected = torsion_jsds(load_heavy(str(tmp_path / "mirrored.dcd"), top), load_heavy(str(md_root / "A")))
+    assert result["torsions"]["mean_backbone_1d"] == pytest.approx(expected["mean_backbone_1d"])
+    assert result["torsions"]["mean_backbone_1d"] > 0.5 and result["validity"]["d_amino_acid_fraction"] == 1.0
+    assert result["inputs"]["sample_frames"] == mirrored.n_frames
     for name in ("ramachandran.png", "tica.png", "states.png"):
         assert (out / name).read_bytes()[:8] == PNG_MAGIC
     with pytest.raises(SystemExit, match="different molecules"):
