@@ -1,0 +1,122 @@
+"""Evaluate a model on unseen peptides: walk-jump samples against reference MD, and the jump alone.
+
+For each peptide: ``jamun sample`` (K chains, N steps, seed 0, one thread), then ``jamun analyze``
+against the peptide's reference MD with ``--model`` (which also jumps σ-noised reference frames: the
+denoiser's error apart from the walk's). Prints a Markdown table per measure, the one the model card
+shows, and writes every figure to ``OUT/evaluation.json``. A finished sample run is reused, so an
+interrupted evaluation continues where it stopped.
+
+    python benchmarks/evaluate_model.py --references references/capped_2aa --out runs/eval \\
+        [--model default] [--peptides AA VD QW] [--chains 8] [--steps 10000]
+
+References are ``jamun md`` directories named by sequence (``references/capped_2aa`` in the
+repository holds those of the model card). JS distances are in base e, as the JAMUN paper's.
+"""
+
+import argparse
+import json
+import os
+import sys
+import time
+import warnings
+
+import numpy as np
+
+from openmm_jamun.analysis.report import analyze
+from openmm_jamun.records import read_json, write_json
+from openmm_jamun.sample import run_sampling
+
+
+def sample(peptide, out, args):
+    run = os.path.join(out, "run.json")
+    if os.path.isfile(run) and read_json(run).get("steps_done") == args.steps:
+        return read_json(run)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return run_sampling(peptide, out, model=args.model, steps=args.steps, chains=args.chains, seed=0,
+                            threads=1, progress=False, overwrite=True)
+
+
+def figures(run, result, reference_ns) -> dict:
+    """The figures of one peptide that the model card reports."""
+    torsions, floor, jump = result["torsions"], result["reference_halves"], result["reference_jump"]
+    return {
+        "reference_ns": reference_ns,
+        "samples": result["inputs"]["sample_frames"],
+        "walk_wall_s": run["wall_time_s"],
+        "backbone_jsd": torsions["mean_backbone_1d"],
+        "sidechain_jsd": torsions["mean_sidechain_1d"],
+        "phi_psi_jsd_2d": torsions["mean_phi_psi_2d"],
+        "tic0_jsd": result["tica"]["jsd_tic0"],
+        "msm_state_jsd": result["msm"]["jsd_states"],
+        "outside_reference_states": result["msm"]["sample_outside_fraction"],
+        "backbone_jsd_reference_floor": floor["mean_backbone_1d"],
+        "jump_backbone_jsd": jump["torsions"]["mean_backbone_1d"],
+        "walk_minus_jump_backbone_jsd": torsions["mean_backbone_1d"] - jump["torsions"]["mean_backbone_1d"],
+        "invalid_fraction": result["validity"]["invalid_fraction"],
+        "jump_invalid_fraction": jump["validity"]["invalid_fraction"],
+        "jump_rms_error_nm": jump["rms_error_nm"],
+        "score_asymmetry": jump["score_asymmetry"]["mean"],
+    }
+
+
+def fmt(value, percent=False):
+    if value is None:
+        return "n/a"
+    return f"{100 * value:.0f}%" if percent else f"{value:.2f}"
+
+
+def print_tables(rows: dict) -> None:
+    peptides = list(rows)
+    mean = {key: float(np.mean([rows[p][key] for p in peptides if rows[p][key] is not None]))
+            for key in ("backbone_jsd", "jump_backbone_jsd", "walk_minus_jump_backbone_jsd")}
+    print("| unseen | backbone JSD (floor) | side-chain JSD | φ/ψ JSD (2-D) | TIC0 JSD | MSM-state JSD "
+          "(outside) | invalid frames |")
+    print("|---|---|---|---|---|---|---|")
+    for p in peptides:
+        r = rows[p]
+        print(f"| {p} | {fmt(r['backbone_jsd'])} ({fmt(r['backbone_jsd_reference_floor'])}) | "
+              f"{fmt(r['sidechain_jsd'])} | {fmt(r['phi_psi_jsd_2d'])} | {fmt(r['tic0_jsd'])} | "
+              f"{fmt(r['msm_state_jsd'])} ({fmt(r['outside_reference_states'], True)}) | "
+              f"{fmt(r['invalid_fraction'], True)} |")
+    print()
+    print("| unseen | jump of noised reference frames: backbone JSD | walk minus jump | jump invalid frames | "
+          "jump RMS error (Å) | score asymmetry |")
+    print("|---|---|---|---|---|---|")
+    for p in peptides:
+        r = rows[p]
+        print(f"| {p} | {fmt(r['jump_backbone_jsd'])} | {fmt(r['walk_minus_jump_backbone_jsd'])} | "
+              f"{fmt(r['jump_invalid_fraction'], True)} | {10 * r['jump_rms_error_nm']:.2f} | "
+              f"{fmt(r['score_asymmetry'])} |")
+    print()
+    print(f"mean backbone JSD {mean['backbone_jsd']:.3f}; of the jump alone {mean['jump_backbone_jsd']:.3f}; "
+          f"walk minus jump {mean['walk_minus_jump_backbone_jsd']:.3f}")
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--references", required=True, help="directory of jamun md runs named by sequence")
+    parser.add_argument("--out", required=True)
+    parser.add_argument("--model", default="default")
+    parser.add_argument("--peptides", nargs="+", default=["AA", "VD", "QW"])
+    parser.add_argument("--chains", type=int, default=8)
+    parser.add_argument("--steps", type=int, default=10000)
+    args = parser.parse_args()
+    rows = {}
+    start = time.time()
+    for peptide in args.peptides:
+        reference = os.path.join(args.references, peptide)
+        if not os.path.isfile(os.path.join(reference, "md.json")):
+            sys.exit(f"error: no reference MD for {peptide} in {args.references} (jamun md {peptide} --out {reference})")
+        out = os.path.join(args.out, peptide)
+        run = sample(peptide, out, args)
+        result = analyze(out, reference, os.path.join(out, "analysis"), model=args.model)
+        rows[peptide] = figures(run, result, read_json(os.path.join(reference, "md.json"))["length_ns"])
+        print(f"{peptide}: done ({time.time() - start:.0f} s)", flush=True)
+    write_json(os.path.join(args.out, "evaluation.json"),
+               {"model": args.model, "chains": args.chains, "steps": args.steps, "jsd_base": "e", "peptides": rows})
+    print_tables(rows)
+
+
+if __name__ == "__main__":
+    main()
