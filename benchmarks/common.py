@@ -7,7 +7,7 @@ import torch
 
 
 def torch_baoab(denoiser, y, steps, sigma=0.04, delta=None, friction=1.0, M=1.0, clip=100.0, generator=None):
-    """JAMUN's reference walk in plain torch (CONVENTIONS.md), no OpenMM; returns the final y.
+    """JAMUN's reference walk in plain torch (docs/design.md), no OpenMM; returns the final y.
 
     One denoiser forward per step (the score at the new position is reused by the next step's B).
     """

@@ -1,4 +1,4 @@
-"""The walk in OpenMM is JAMUN's reference BAOAB update, step for step (CONVENTIONS.md)."""
+"""The walk in OpenMM is JAMUN's reference BAOAB update, step for step (docs/design.md)."""
 
 import numpy as np
 import pytest
@@ -11,7 +11,7 @@ SIGMA, S = 0.04, 0.05
 
 
 def reference_walk(y, v, mu, steps, delta=SIGMA, gamma=0.0, M=1.0, clip=100.0):
-    """The five steps of CONVENTIONS.md in JAMUN units, float64, no randomness (γ = 0)."""
+    """The five steps of docs/design.md in JAMUN units, float64, no randomness (γ = 0)."""
     shrink = S**2 / (S**2 + SIGMA**2)
 
     def score(y):

@@ -1,4 +1,4 @@
-"""On Gaussian data the walk and the jumps have known moments (CONVENTIONS.md)."""
+"""On Gaussian data the walk and the jumps have known moments (docs/design.md)."""
 
 import mdtraj
 import numpy as np
