@@ -43,3 +43,9 @@ def seconds_per_call(function, repeats, warmup=2, synchronize=None):
     if synchronize:
         synchronize()
     return (time.perf_counter() - start) / repeats
+
+
+def seconds_per_forward(module, y, repeats, warmup=3):
+    """Mean seconds of one forward of ``module`` on ``y`` without autograd."""
+    with torch.inference_mode():
+        return seconds_per_call(lambda: module(y), repeats, warmup=warmup)

@@ -8,7 +8,8 @@ thread (what the walk uses beside OpenMM on 2 cores). Prints a table; not a test
 """
 
 import argparse
-import time
+import os
+import sys
 import warnings
 
 import torch
@@ -19,15 +20,8 @@ from openmm_jamun.model.export import export_denoiser
 from openmm_jamun.model.featurize import featurize
 from openmm_jamun.model.network import Denoiser, NetworkConfig, count_parameters
 
-
-def time_forward(model, y, repeats):
-    with torch.inference_mode():
-        for _ in range(3):
-            model(y)
-        start = time.perf_counter()
-        for _ in range(repeats):
-            model(y)
-    return (time.perf_counter() - start) / repeats
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from common import seconds_per_forward  # noqa: E402
 
 
 def main():
@@ -52,7 +46,7 @@ def main():
             model = export_denoiser(denoiser, topology, chains=chains)
             x = torch.tensor(positions.value_in_unit(unit.nanometer)[featurize(topology).atom_indices],
                              dtype=torch.float32).repeat(chains, 1)
-            seconds = time_forward(model, x + 0.04 * torch.randn_like(x), args.repeats)
+            seconds = seconds_per_forward(model, x + 0.04 * torch.randn_like(x), args.repeats)
             print(f"{name:>9} {label:>14} {chains:>6} {model.num_atoms:>6} {seconds * 1e3:>11.2f} "
                   f"{seconds / chains * 1e6:>9.0f}")
 

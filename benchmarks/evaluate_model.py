@@ -66,29 +66,31 @@ def fmt(value, percent=False):
     return f"{100 * value:.0f}%" if percent else f"{value:.2f}"
 
 
+#: The model card's two tables: (column title, figure, format) per column.
+WALK_COLUMNS = [
+    ("backbone JSD", "backbone_jsd", "f"), ("reference floor", "backbone_jsd_reference_floor", "f"),
+    ("side-chain JSD", "sidechain_jsd", "f"), ("φ/ψ JSD (2-D)", "phi_psi_jsd_2d", "f"), ("TIC0 JSD", "tic0_jsd", "f"),
+    ("MSM-state JSD", "msm_state_jsd", "f"), ("outside reference states", "outside_reference_states", "%"),
+    ("invalid frames", "invalid_fraction", "%")]
+JUMP_COLUMNS = [
+    ("jump of noised reference frames: backbone JSD", "jump_backbone_jsd", "f"),
+    ("walk minus jump", "walk_minus_jump_backbone_jsd", "f"), ("jump invalid frames", "jump_invalid_fraction", "%"),
+    ("jump RMS error (nm)", "jump_rms_error_nm", "f"), ("score asymmetry", "score_asymmetry", "f")]
+
+
+def markdown_table(rows: dict, columns) -> str:
+    lines = ["| unseen | " + " | ".join(title for title, _, _ in columns) + " |",
+             "|---|" + "---|" * len(columns)]
+    for peptide, row in rows.items():
+        lines.append(f"| {peptide} | " + " | ".join(fmt(row[key], kind == "%") for _, key, kind in columns) + " |")
+    return "\n".join(lines)
+
+
 def print_tables(rows: dict) -> None:
-    peptides = list(rows)
-    mean = {key: float(np.mean([rows[p][key] for p in peptides if rows[p][key] is not None]))
+    mean = {key: float(np.mean([row[key] for row in rows.values() if row[key] is not None]))
             for key in ("backbone_jsd", "jump_backbone_jsd", "walk_minus_jump_backbone_jsd")}
-    print("| unseen | backbone JSD (floor) | side-chain JSD | φ/ψ JSD (2-D) | TIC0 JSD | MSM-state JSD "
-          "(outside) | invalid frames |")
-    print("|---|---|---|---|---|---|---|")
-    for p in peptides:
-        r = rows[p]
-        print(f"| {p} | {fmt(r['backbone_jsd'])} ({fmt(r['backbone_jsd_reference_floor'])}) | "
-              f"{fmt(r['sidechain_jsd'])} | {fmt(r['phi_psi_jsd_2d'])} | {fmt(r['tic0_jsd'])} | "
-              f"{fmt(r['msm_state_jsd'])} ({fmt(r['outside_reference_states'], True)}) | "
-              f"{fmt(r['invalid_fraction'], True)} |")
-    print()
-    print("| unseen | jump of noised reference frames: backbone JSD | walk minus jump | jump invalid frames | "
-          "jump RMS error (Å) | score asymmetry |")
-    print("|---|---|---|---|---|---|")
-    for p in peptides:
-        r = rows[p]
-        print(f"| {p} | {fmt(r['jump_backbone_jsd'])} | {fmt(r['walk_minus_jump_backbone_jsd'])} | "
-              f"{fmt(r['jump_invalid_fraction'], True)} | {10 * r['jump_rms_error_nm']:.2f} | "
-              f"{fmt(r['score_asymmetry'])} |")
-    print()
+    print(markdown_table(rows, WALK_COLUMNS), end="\n\n")
+    print(markdown_table(rows, JUMP_COLUMNS), end="\n\n")
     print(f"mean backbone JSD {mean['backbone_jsd']:.3f}; of the jump alone {mean['jump_backbone_jsd']:.3f}; "
           f"walk minus jump {mean['walk_minus_jump_backbone_jsd']:.3f}")
 
