@@ -86,6 +86,27 @@ def test_mirrored_frame_stays_d_and_is_reported(aa, relaxer):
         normal = np.cross(n - ca, c - ca)
         assert np.sign((cb - ca) @ normal) == -np.sign((ha - ca) @ normal)
     assert result.rms_shift_nm[0] < 0.02
+    # placed before any minimisation, each HA is the exact mirror image of the template's
+    placed = relaxer.place_hydrogens(mirrored[None])[0]
+    for r in (1, 2):
+        np.testing.assert_allclose(placed[atoms[(r, "HA")]],
+                                   relaxer._template_xyz[atoms[(r, "HA")]] * np.array([-1.0, 1.0, 1.0]), atol=1e-9)
+
+
+def test_safeguard_releases_restraints_that_hold_a_frame_invalid(aa):
+    """Restraints stiff enough to hold a stretched bond: only releasing them (AlphaFold's second round) repairs it."""
+    _, _, heavy_topology, heavy_xyz = aa
+    index = heavy_index(heavy_topology)
+    frame = heavy_xyz.copy()
+    ca, cb = index[(1, "CA")], index[(1, "CB")]
+    frame[cb] += 0.05 * (frame[cb] - frame[ca]) / np.linalg.norm(frame[cb] - frame[ca])
+    stiff = 1e6 * unit.kilojoule_per_mole / unit.nanometer**2
+    held = Relaxer(heavy_topology, heavy_xyz, restraint_k=stiff, release_rounds=0).relax(frame[None])
+    assert held.reasons == ["bonds"] and held.released_atoms[0] == 0
+    released = Relaxer(heavy_topology, heavy_xyz, restraint_k=stiff).relax(frame[None])
+    assert released.valid[0], released.reasons
+    assert released.released_atoms[0] >= 2  # CA and CB at least; the other restraints stay
+    assert released.released_atoms[0] < len(heavy_xyz)
 
 
 def test_relaxed_frames_load_with_mdtraj_and_openmm_and_carry_the_right_hydrogens(aa, relaxer, tmp_path):
@@ -116,10 +137,22 @@ def test_batched_and_one_by_one_agree_and_runs_are_deterministic(aa):
     again = batched_relaxer.relax(frames)
     np.testing.assert_array_equal(batched.positions, again.positions)
     assert batched.valid.tolist() == one_by_one.valid.tolist()
+    assert (batched.rms_force < 1.0).all() and (one_by_one.rms_force < 1.0).all()  # every copy converged
     difference = np.linalg.norm(batched.positions - one_by_one.positions, axis=-1)
     heavy = batched_relaxer.heavy_atom_indices
     assert difference[:, heavy].max() < 0.003  # nm: two L-BFGS runs to one tolerance, nothing more
     assert np.sqrt(np.mean(difference**2)) < 0.01
+
+
+def test_every_frame_of_a_batch_converges_to_the_tolerance(aa, relaxer):
+    """OpenMM's criterion is the RMS force of the whole batch: seven calm frames would let an eighth stop
+    far above the tolerance. Each copy must get there."""
+    _, _, _, heavy_xyz = aa
+    calm = relaxer.relax(heavy_xyz[None]).positions[0, relaxer.heavy_atom_indices]
+    frames = np.repeat(calm[None], 8, axis=0)
+    frames[3] = noised(heavy_xyz, 1, scale=0.02, seed=7)[0]
+    result = relaxer.relax(frames)
+    assert (result.rms_force < 10.0).all(), result.rms_force
 
 
 @pytest.mark.parametrize("implicit", [None, "gbn2"])
