@@ -1,0 +1,525 @@
+"""All-atom restrained relaxation of heavy-atom frames (the jumps x̂(y) of a walk).
+
+A jump is a posterior mean over heavy atoms: no hydrogens, and blurred bond lengths. This module
+turns such frames into all-atom frames a force field accepts, moving the heavy atoms as little as
+it can (AlphaFold's amber relaxation, batched):
+
+1. Hydrogens. OpenMM's Modeller (``data.build.add_hydrogens``, amber14, pH 7) builds the all-atom
+   template once, at construction. Each frame's hydrogens are then carried from the template in
+   the local frame of their parent heavy atom: origin at the parent P, axes from two bonded heavy
+   atoms (P's first two heavy neighbours, or its one neighbour and that neighbour's first other
+   heavy neighbour). A parent with three heavy neighbours (an sp3 centre such as CA) is mirrored
+   when the frame's centre is the template's mirror image, so a D residue gets D hydrogens instead
+   of a hydrogen pushed into its CB. This is per frame, in closed form: deterministic and
+   independent of what else is in the batch.
+2. A System per batch of B frames: amber14 (``amber14-all.xml``) in vacuum, or with
+   ``implicit="gbn2"`` the GBn2 solvent of the reference MD, no constraints; B non-interacting
+   copies of the molecule, placed on a grid far apart, with ``CutoffNonPeriodic`` and a cutoff
+   longer than any distance inside a copy but shorter than the gap between copies. The reaction
+   field dielectric is set to 1, which makes the cut-off Coulomb term q·q'(1/r − 1/r_c): the
+   Coulomb force exactly, shifted by a constant energy. So each copy feels exactly the forces of
+   the molecule alone with ``NoCutoff`` (checked in the tests) and no copy feels another. A batch
+   of one uses ``NoCutoff`` directly. (Exceptions between copies would need B² n² entries;
+   interaction groups do not exist for the GB force.)
+3. Harmonic position restraints ½k|x − x₀|² on every heavy atom, x₀ the input frame; k defaults to
+   AlphaFold's 10 kcal/mol/Å² = 4184 kJ/mol/nm².
+4. ``openmm.LocalEnergyMinimizer`` (L-BFGS) until the RMS force of every copy is below the
+   tolerance (a MinimizationReporter stops the batch when the worst copy gets there; OpenMM's own
+   criterion is the RMS over the whole batch, which a batch could meet with one copy far off).
+5. AlphaFold's safeguard: a relaxed frame that still has a bond off its amber length or a clash
+   (``analysis.validity``) has the restraints of the heavy atoms in those bonds and clashes
+   released and is minimised again, alone, from where it stands; at most ``release_rounds``
+   rounds. Chirality and cis peptide bonds do not release anything: relaxation must not turn a D
+   residue into L or flip an ω, it reports them.
+
+Frames that cannot be relaxed are kept and marked: a non-finite input frame, or one whose
+minimisation fails, gets NaN positions, ``valid`` False and a reason. A frame too extended for the
+batch's cutoff (atoms of a molecule that fell apart) is relaxed alone with ``NoCutoff``.
+A residue amber14 cannot template is a ValueError at construction.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+import openmm
+from openmm import app, unit
+
+from ._units import to_plain
+from .analysis.validity import BOND_TOLERANCE_NM, CHECKS, CLASH_SCALE, ValidityChecker, failure_reasons
+
+#: Implicit-solvent options: name → OpenMM force-field file added to amber14-all.xml.
+IMPLICIT_SOLVENTS = {"gbn2": "implicit/gbn2.xml", "obc2": "implicit/obc2.xml"}
+BASE_FORCE_FIELD = "amber14-all.xml"
+#: AlphaFold's restraint constant, 10 kcal/mol/Å².
+DEFAULT_RESTRAINT_K = 10.0 * unit.kilocalorie_per_mole / unit.angstrom**2
+DEFAULT_TOLERANCE = 10.0 * unit.kilojoule_per_mole / unit.nanometer
+#: No bond of a molecule is longer than this in a frame the batch System can hold (nm); it bounds
+#: every distance inside a copy by this times the longest bond path, which sets the cutoff.
+MAX_BOND_NM = 0.3
+_CUTOFF_MARGIN_NM = 0.2
+_COPY_GAP_MARGIN_NM = 0.5
+
+
+def _is_hydrogen(atom) -> bool:
+    return atom.element is not None and atom.element.symbol in ("H", "D")
+
+
+def _openmm_topology(topology) -> app.Topology:
+    if hasattr(topology, "to_openmm"):
+        return topology.to_openmm()
+    if not isinstance(topology, app.Topology):
+        raise TypeError(f"topology must be an OpenMM or mdtraj Topology; got {type(topology).__name__}")
+    return topology
+
+
+def _frames_nm(frames) -> np.ndarray:
+    if hasattr(frames, "xyz") and hasattr(frames, "topology"):
+        frames = frames.xyz
+    if unit.is_quantity(frames):
+        if not frames.unit.is_compatible(unit.nanometer):
+            raise TypeError(f"frames must be lengths; got unit {frames.unit}")
+        frames = frames.value_in_unit(unit.nanometer)
+    xyz = np.array(frames, dtype=np.float64)
+    if xyz.ndim == 2:
+        xyz = xyz[None]
+    if xyz.ndim != 3 or xyz.shape[-1] != 3:
+        raise ValueError(f"frames must have shape [frames, atoms, 3] (nm); got {xyz.shape}")
+    return xyz
+
+
+def replicate_topology(topology: app.Topology, copies: int) -> app.Topology:
+    """A Topology of ``copies`` chains, each a copy of the one-chain ``topology`` (atoms and bonds)."""
+    new = app.Topology()
+    for _ in range(copies):
+        chain = new.addChain()
+        atom_map = {}
+        for residue in topology.residues():
+            new_residue = new.addResidue(residue.name, chain, residue.id, residue.insertionCode)
+            for atom in residue.atoms():
+                atom_map[atom] = new.addAtom(atom.name, atom.element, new_residue, atom.id)
+        for bond in topology.bonds():
+            new.addBond(atom_map[bond[0]], atom_map[bond[1]], bond.type, bond.order)
+    return new
+
+
+@dataclass
+class RelaxResult:
+    """Relaxed all-atom frames and what happened to each.
+
+    ``positions`` [F, n_all, 3] nm in ``topology``'s atom order (NaN for a frame that could not be
+    relaxed: see ``reasons``); ``heavy_atom_indices`` picks the input's heavy atoms out of them, in
+    the input's order; ``rms_shift_nm`` [F] the RMS displacement of the heavy atoms from the input
+    (no superposition: the restraints keep the frame in place); ``validity`` the per-frame checks of
+    :mod:`openmm_jamun.analysis.validity` on the relaxed all-atom frames; ``reasons`` None for a
+    valid frame, else why not (failed checks, "non-finite input", "minimisation failed: ...");
+    ``released_atoms`` [F] how many restraints the safeguard released; ``rms_force`` [F] the final
+    RMS force (kJ/mol/nm) of each frame, restraints included."""
+
+    positions: np.ndarray
+    topology: app.Topology
+    heavy_atom_indices: np.ndarray
+    rms_shift_nm: np.ndarray
+    validity: dict
+    reasons: list
+    released_atoms: np.ndarray
+    rms_force: np.ndarray
+    settings: dict = field(default_factory=dict)
+
+    @property
+    def valid(self) -> np.ndarray:
+        return self.validity["valid"]
+
+    def to_mdtraj(self):
+        import mdtraj
+
+        return mdtraj.Trajectory(self.positions.astype(np.float32), mdtraj.Topology.from_openmm(self.topology))
+
+    def save(self, trajectory_path: str, topology_pdb_path: str) -> None:
+        """Write every frame (NaN ones included: see ``valid`` and ``reasons``) to ``trajectory_path``
+        (any format mdtraj writes: .dcd, .xtc, .h5, ...) and the all-atom topology with the first
+        relaxed frame's positions to ``topology_pdb_path`` (OpenMM's PDB writer: standard names,
+        CONECT records for the caps), which is what mdtraj or OpenMM need to load the trajectory."""
+        finite = np.nonzero(np.isfinite(self.positions).all(axis=(1, 2)))[0]
+        if len(finite) == 0:
+            raise ValueError("no frame was relaxed (every frame has NaN positions): nothing to write a topology from")
+        with open(topology_pdb_path, "w") as handle:
+            app.PDBFile.writeFile(self.topology, self.positions[finite[0]] * unit.nanometer, handle, keepIds=True)
+        self.to_mdtraj().save(trajectory_path)
+
+
+class _StopWhenEveryCopyConverged(openmm.MinimizationReporter):
+    """Stops L-BFGS once the RMS gradient of every copy is below ``tolerance``."""
+
+    def __init__(self, copies: int, tolerance: float):
+        super().__init__()
+        self.copies, self.tolerance = copies, tolerance
+
+    def report(self, iteration, x, grad, args):
+        gradient = np.asarray(grad).reshape(self.copies, -1)
+        return bool(np.sqrt(np.mean(gradient * gradient, axis=1)).max() < self.tolerance)
+
+
+class Relaxer:
+    """Restrained all-atom relaxation for one peptide (the module docstring says how).
+
+    Parameters
+    ----------
+    topology : OpenMM or mdtraj Topology
+        One molecule (one chain), heavy atoms only or all atoms. Frames given to :meth:`relax`
+        have its heavy atoms in its order (or all its atoms, when it has hydrogens).
+    positions : [n_atoms, 3] nm or quantity
+        Any conformation of ``topology`` (a jump or a built structure): Modeller places the
+        template's hydrogens on it. Only the template's hydrogens depend on it (their positions
+        relative to their parents, and histidine's tautomer).
+    implicit : None or "gbn2" (or "obc2")
+        Vacuum amber14 (the default) or amber14 with that implicit solvent.
+    restraint_k : energy/length² quantity
+        Heavy-atom restraint constant (default 10 kcal/mol/Å² = 4184 kJ/mol/nm²).
+    tolerance : energy/length quantity
+        Minimise until every frame's RMS force is below this (default 10 kJ/mol/nm).
+    max_iterations : int
+        L-BFGS iterations per minimisation (0: until converged).
+    release_rounds : int
+        Rounds of AlphaFold's safeguard (release violators' restraints, minimise again).
+    batch_size : int
+        Frames minimised together in one System.
+    platform, threads, properties
+        OpenMM platform name ("CPU", "Reference", "CUDA", "OpenCL") or Platform; CPU threads
+        (default 1: deterministic, and the CPU platform's sums depend on the thread count);
+        extra platform properties.
+    """
+
+    def __init__(self, topology, positions, *, implicit: str | None = None, restraint_k=DEFAULT_RESTRAINT_K,
+                 tolerance=DEFAULT_TOLERANCE, max_iterations: int = 0, release_rounds: int = 3,
+                 batch_size: int = 64, platform="CPU", threads: int | None = 1, properties: dict | None = None):
+        from .data.build import add_hydrogens
+
+        topology = _openmm_topology(topology)
+        if topology.getNumChains() != 1:
+            raise ValueError(f"the topology has {topology.getNumChains()} chains: a Relaxer is for one molecule. "
+                             "Relax the chains of a K-chain walk as separate frames (reshape [F, K·n, 3] "
+                             "frames to [F·K, n, 3])")
+        if implicit is not None and implicit not in IMPLICIT_SOLVENTS:
+            raise ValueError(f"implicit must be None (vacuum) or one of {sorted(IMPLICIT_SOLVENTS)}; got {implicit!r}")
+        if int(batch_size) < 1:
+            raise ValueError(f"batch_size must be at least 1; got {batch_size}")
+        if int(release_rounds) < 0 or int(max_iterations) < 0:
+            raise ValueError("release_rounds and max_iterations must be non-negative")
+        self.implicit = implicit
+        self.force_field_files = (BASE_FORCE_FIELD,) + ((IMPLICIT_SOLVENTS[implicit],) if implicit else ())
+        self.restraint_k = to_plain(restraint_k, unit.kilojoule_per_mole / unit.nanometer**2, "restraint_k")
+        self.tolerance = to_plain(tolerance, unit.kilojoule_per_mole / unit.nanometer, "tolerance")
+        if self.restraint_k < 0 or self.tolerance <= 0:
+            raise ValueError("restraint_k must be >= 0 and tolerance > 0")
+        self.max_iterations = int(max_iterations)
+        self.release_rounds = int(release_rounds)
+        self.batch_size = int(batch_size)
+        self.platform = platform if isinstance(platform, openmm.Platform) else openmm.Platform.getPlatformByName(platform)
+        self.properties = dict(properties or {})
+        if self.platform.getName() == "CPU" and threads is not None:
+            self.properties.setdefault("Threads", str(int(threads)))
+
+        input_atoms = list(topology.atoms())
+        xyz = _frames_nm(positions)[0]
+        if xyz.shape != (len(input_atoms), 3) or not np.isfinite(xyz).all():
+            raise ValueError(f"positions must be {len(input_atoms)} finite atoms (nm); got shape {xyz.shape}")
+        self.input_has_hydrogens = any(_is_hydrogen(atom) for atom in input_atoms)
+        if self.input_has_hydrogens:
+            self.topology, template_xyz = topology, xyz
+        else:
+            try:
+                modeller = add_hydrogens(topology, xyz * unit.nanometer)
+            except ValueError as error:
+                raise ValueError(f"cannot add hydrogens with amber14 ({error}): every residue needs an amber14 "
+                                 "template") from None
+            self.topology = modeller.topology
+            template_xyz = np.array(modeller.getPositions().value_in_unit(unit.nanometer), dtype=np.float64)
+        self._forcefield = app.ForceField(*self.force_field_files)
+        try:
+            self._single_system = self._create_system(self.topology, app.NoCutoff, None)
+        except ValueError as error:
+            raise ValueError(f"amber14 cannot template this molecule ({error})") from None
+
+        atoms = list(self.topology.atoms())
+        self.n_atoms = len(atoms)
+        key = {(atom.residue.index, atom.name): atom.index for atom in atoms}
+        self.heavy_atom_indices = np.array([key[(atom.residue.index, atom.name)] for atom in input_atoms
+                                            if not _is_hydrogen(atom)], dtype=np.int64)
+        self.n_input_heavy = len(self.heavy_atom_indices)
+        self.n_input_atoms = len(input_atoms)
+        self._input_to_template = np.array([key[(atom.residue.index, atom.name)] for atom in input_atoms])
+        self._input_heavy = np.array([i for i, atom in enumerate(input_atoms) if not _is_hydrogen(atom)], dtype=np.int64)
+        self._template_xyz = template_xyz
+        self._hydrogen_plan = self._plan_hydrogens(atoms, template_xyz)
+        self.checker = ValidityChecker(self.topology)
+        self._parent = np.arange(self.n_atoms)  # heavy atom responsible for each atom (hydrogens: their parent)
+        for a, b in self.topology.bonds():
+            if _is_hydrogen(a) and not _is_hydrogen(b):
+                self._parent[a.index] = b.index
+            elif _is_hydrogen(b) and not _is_hydrogen(a):
+                self._parent[b.index] = a.index
+        self._restrained = np.array([not _is_hydrogen(atom) for atom in atoms])
+
+        # distances inside a copy are at most MAX_BOND_NM per bond along the longest bond path
+        from scipy.sparse import coo_matrix
+        from scipy.sparse.csgraph import shortest_path
+
+        pairs = np.array([(a.index, b.index) for a, b in self.topology.bonds()], dtype=np.int64).reshape(-1, 2)
+        hops = shortest_path(coo_matrix((np.ones(len(pairs)), (pairs[:, 0], pairs[:, 1])),
+                                        shape=(self.n_atoms, self.n_atoms)), directed=False, unweighted=True)
+        if not np.isfinite(hops).all():
+            raise ValueError("the topology is not one connected molecule (an atom without bonds to the rest)")
+        self.max_extent_nm = MAX_BOND_NM * float(hops.max())
+        self.cutoff_nm = self.max_extent_nm + _CUTOFF_MARGIN_NM
+        self.copy_spacing_nm = self.cutoff_nm + 2 * self.max_extent_nm + _COPY_GAP_MARGIN_NM
+        self._contexts: dict[int, tuple] = {}
+
+    # ----- set-up ---------------------------------------------------------------------------------------
+
+    def _create_system(self, topology, method, cutoff_nm):
+        kwargs = {"nonbondedMethod": method, "constraints": None, "rigidWater": False}
+        if cutoff_nm is not None:
+            kwargs["nonbondedCutoff"] = cutoff_nm * unit.nanometer
+        kwargs["removeCMMotion"] = False  # no dynamics here: it would only cost time
+        system = self._forcefield.createSystem(topology, **kwargs)
+        for force in system.getForces():
+            if isinstance(force, openmm.NonbondedForce):
+                force.setReactionFieldDielectric(1.0)  # cut-off Coulomb = exact Coulomb force (module docstring)
+        return system
+
+    def _plan_hydrogens(self, atoms, template_xyz):
+        """Per heavy parent with hydrogens: (parent, a, b, c or -1, hydrogen indices, local coordinates,
+        template handedness)."""
+        heavy_neighbours = {atom.index: [] for atom in atoms}
+        hydrogens = {atom.index: [] for atom in atoms}
+        for x, y in self.topology.bonds():
+            for p, q in ((x, y), (y, x)):
+                if not _is_hydrogen(p):
+                    (hydrogens if _is_hydrogen(q) else heavy_neighbours)[p.index].append(q.index)
+        plan = []
+        for parent in sorted(p for p, hs in hydrogens.items() if hs):
+            neighbours = sorted(heavy_neighbours[parent])
+            if len(neighbours) >= 2:
+                a, b = neighbours[0], neighbours[1]
+            elif len(neighbours) == 1:
+                a = neighbours[0]
+                others = sorted(k for k in heavy_neighbours[a] if k != parent)
+                if not others:
+                    raise ValueError(f"cannot place the hydrogens of atom {parent}: no second heavy atom near it")
+                b = others[0]
+            else:
+                raise ValueError(f"atom {parent} ({atoms[parent].name}) has hydrogens but no heavy neighbour")
+            c = neighbours[2] if len(neighbours) >= 3 else -1
+            members = np.array(sorted(hydrogens[parent]), dtype=np.int64)
+            axes = self._local_axes(template_xyz[None], parent, a, b)[0]
+            local = (template_xyz[members] - template_xyz[parent]) @ axes.T  # coordinates along e1, e2, e3
+            handed = float(np.sign((template_xyz[c] - template_xyz[parent]) @ axes[2])) if c >= 0 else 0.0
+            plan.append((parent, a, b, c, members, local, handed))
+        return plan
+
+    @staticmethod
+    def _local_axes(xyz: np.ndarray, parent: int, a: int, b: int) -> np.ndarray:
+        """Orthonormal axes [F, 3, 3] (rows e1, e2, e3): e1 along parent→a, e2 towards b."""
+        e1 = xyz[:, a] - xyz[:, parent]
+        e1 = e1 / np.linalg.norm(e1, axis=-1, keepdims=True)
+        u = xyz[:, b] - xyz[:, parent]
+        u = u - np.sum(u * e1, -1, keepdims=True) * e1
+        norm = np.linalg.norm(u, axis=-1, keepdims=True)
+        degenerate = norm[:, 0] < 1e-9  # b on the parent-a line: any perpendicular will do
+        if degenerate.any():
+            fallback = np.cross(e1[degenerate], np.where(np.abs(e1[degenerate, :1]) < 0.9, [[1.0, 0, 0]], [[0, 1.0, 0]]))
+            u[degenerate] = fallback
+            norm[degenerate] = np.linalg.norm(fallback, axis=-1, keepdims=True)
+        e2 = u / norm
+        return np.stack([e1, e2, np.cross(e1, e2)], axis=1)
+
+    def place_hydrogens(self, heavy_xyz: np.ndarray) -> np.ndarray:
+        """All-atom frames [F, n_all, 3] (nm) from heavy-atom frames [F, n_heavy, 3] in the input's
+        heavy-atom order: heavy atoms as given, hydrogens carried from the template (module docstring)."""
+        heavy_xyz = np.asarray(heavy_xyz, dtype=np.float64)
+        out = np.zeros((len(heavy_xyz), self.n_atoms, 3))
+        out[:, self.heavy_atom_indices] = heavy_xyz
+        for parent, a, b, c, hydrogen_indices, local, handed in self._hydrogen_plan:
+            axes = self._local_axes(out, parent, a, b)
+            coefficients = np.broadcast_to(local, (len(out),) + local.shape).copy()
+            if c >= 0:  # an sp3 centre: mirror its hydrogens with it
+                mirrored = np.sign(np.sum((out[:, c] - out[:, parent]) * axes[:, 2], -1)) == -handed
+                coefficients[mirrored, :, 2] *= -1
+            out[:, hydrogen_indices] = out[:, parent, None] + np.einsum("fhk,fkd->fhd", coefficients, axes)
+        return out
+
+    def _context(self, copies: int):
+        """(Context, restraint force, per-copy offsets) for a batch of ``copies`` frames, built once."""
+        if copies not in self._contexts:
+            if copies == 1:
+                system = self._create_system(self.topology, app.NoCutoff, None)
+                offsets = np.zeros((1, 3))
+            else:
+                system = self._create_system(replicate_topology(self.topology, copies), app.CutoffNonPeriodic,
+                                             self.cutoff_nm)
+                side = math.ceil(copies ** (1 / 3))
+                grid = np.array([(k % side, (k // side) % side, k // (side * side)) for k in range(copies)], float)
+                offsets = grid * self.copy_spacing_nm
+            restraint = openmm.CustomExternalForce("0.5*k*((x-x0)^2+(y-y0)^2+(z-z0)^2)")
+            for name in ("x0", "y0", "z0", "k"):
+                restraint.addPerParticleParameter(name)
+            for copy in range(copies):
+                for atom in np.nonzero(self._restrained)[0]:
+                    restraint.addParticle(int(copy * self.n_atoms + atom), [0.0, 0.0, 0.0, 0.0])
+            system.addForce(restraint)
+            context = openmm.Context(system, openmm.VerletIntegrator(0.001), self.platform, self.properties)
+            if len(self._contexts) >= 4:  # a few batch sizes in use at once at most
+                self._contexts.pop(next(iter(self._contexts)))
+            self._contexts[copies] = (context, restraint, offsets)
+        return self._contexts[copies]
+
+    # ----- relaxation -----------------------------------------------------------------------------------
+
+    def _minimise(self, start: np.ndarray, anchors: np.ndarray, released: np.ndarray):
+        """Minimise frames [b, n_all, 3] together with heavy atoms restrained to ``anchors`` (same shape)
+        except where ``released`` [b, n_all]; returns (positions [b, n_all, 3], RMS force [b])."""
+        copies = len(start)
+        context, restraint, offsets = self._context(copies)
+        centres = anchors[:, self._restrained].mean(axis=1)
+        shift = offsets[:, None, :] - centres[:, None, :]
+        restrained = np.nonzero(self._restrained)[0]
+        index = 0
+        for copy in range(copies):
+            for atom in restrained:
+                x0 = anchors[copy, atom] + shift[copy, 0]
+                k = 0.0 if released[copy, atom] else self.restraint_k
+                restraint.setParticleParameters(index, int(copy * self.n_atoms + atom), [*x0, k])
+                index += 1
+        restraint.updateParametersInContext(context)
+        context.setPositions((start + shift).reshape(-1, 3))
+        if copies == 1:
+            openmm.LocalEnergyMinimizer.minimize(context, self.tolerance, self.max_iterations)
+        else:
+            reporter = _StopWhenEveryCopyConverged(copies, self.tolerance)
+            # OpenMM's own criterion (RMS over the batch) below tolerance/√B implies every copy is below it
+            openmm.LocalEnergyMinimizer.minimize(context, self.tolerance / math.sqrt(copies), self.max_iterations,
+                                                 reporter)
+        state = context.getState(getPositions=True, getForces=True)
+        positions = state.getPositions(asNumpy=True).value_in_unit(unit.nanometer).reshape(copies, self.n_atoms, 3)
+        forces = state.getForces(asNumpy=True).value_in_unit(unit.kilojoule_per_mole / unit.nanometer)
+        rms_force = np.sqrt(np.mean(np.asarray(forces).reshape(copies, -1) ** 2, axis=1))
+        return np.asarray(positions) - shift, rms_force
+
+    def _minimise_or_split(self, start, anchors, released):
+        """:meth:`_minimise`, and where a batch fails (a NaN energy), each of its frames alone, so one
+        bad frame fails alone; returns positions, RMS force and a failure message per frame."""
+        try:
+            positions, rms_force = self._minimise(start, anchors, released)
+            if np.isfinite(positions).all():
+                return positions, rms_force, [None] * len(start)
+            if len(start) == 1:
+                return positions, rms_force, ["minimisation failed: non-finite positions"]
+        except openmm.OpenMMException as error:
+            if len(start) == 1:
+                return np.full_like(start, np.nan), np.full(1, np.nan), [f"minimisation failed: {error}"]
+        parts = [self._minimise_or_split(start[k:k + 1], anchors[k:k + 1], released[k:k + 1])
+                 for k in range(len(start))]
+        return (np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts]),
+                [p[2][0] for p in parts])
+
+    def _violators(self, positions: np.ndarray, validity: dict) -> list[np.ndarray]:
+        """Per frame: the heavy atoms in a bond off its length or in a clash (empty when none)."""
+        atoms_per_frame = []
+        lengths = np.linalg.norm(positions[:, self.checker.bonds[:, 0]] - positions[:, self.checker.bonds[:, 1]], axis=-1)
+        bad_bonds = np.abs(lengths - self.checker.r0) > BOND_TOLERANCE_NM
+        pairs = self.checker.clash_pairs
+        if len(pairs):
+            distances = np.linalg.norm(positions[:, pairs[:, 0]] - positions[:, pairs[:, 1]], axis=-1)
+            bad_pairs = distances < CLASH_SCALE * self.checker.contact_nm
+        for k in range(len(positions)):
+            if validity["bonds"][k] and validity["clashes"][k]:
+                atoms_per_frame.append(np.zeros(0, dtype=np.int64))
+                continue
+            atoms = [self.checker.bonds[bad_bonds[k]].ravel()]
+            if len(pairs):
+                atoms.append(pairs[bad_pairs[k]].ravel())
+            atoms_per_frame.append(np.unique(self._parent[np.concatenate(atoms)]))
+        return atoms_per_frame
+
+    def relax(self, frames) -> RelaxResult:
+        """Relax frames [F, n, 3] (nm, or a quantity, or an mdtraj Trajectory): n the input topology's
+        heavy atoms (hydrogens placed here) or, for an all-atom input topology, all of its atoms
+        (their hydrogens kept as the start). Returns a :class:`RelaxResult` with every frame."""
+        xyz = _frames_nm(frames)
+        count = len(xyz)
+        if xyz.shape[1] == self.n_input_heavy:
+            heavy = xyz
+            given_all_atoms = None
+        elif self.input_has_hydrogens and xyz.shape[1] == self.n_input_atoms:
+            heavy = xyz[:, self._input_heavy]
+            given_all_atoms = np.empty((count, self.n_atoms, 3))
+            given_all_atoms[:, self._input_to_template] = xyz
+        else:
+            raise ValueError(f"frames have {xyz.shape[1]} atoms; this Relaxer takes {self.n_input_heavy} heavy atoms"
+                             + (f" or all {self.n_input_atoms} atoms" if self.input_has_hydrogens else ""))
+        finite = np.isfinite(xyz).all(axis=(1, 2))
+        positions = np.full((count, self.n_atoms, 3), np.nan)
+        rms_force = np.full(count, np.nan)
+        released = np.zeros((count, self.n_atoms), dtype=bool)
+        failures: list[str | None] = [None if ok else "non-finite input" for ok in finite]
+
+        todo = np.nonzero(finite)[0]
+        if len(todo):
+            start = self.place_hydrogens(heavy[todo]) if given_all_atoms is None else given_all_atoms[todo]
+            anchors = start.copy()
+            # frames too extended for the batch's cutoff are relaxed alone (NoCutoff)
+            extent = np.array([np.linalg.norm(f[:, None] - f[None], axis=-1).max() for f in start])
+            alone = extent > self.max_extent_nm
+            order = [np.nonzero(~alone)[0], np.nonzero(alone)[0]]
+            for group, size in ((order[0], self.batch_size), (order[1], 1)):
+                for first in range(0, len(group), size):
+                    chunk = group[first:first + size]
+                    out, force, messages = self._minimise_or_split(start[chunk], anchors[chunk], released[todo[chunk]])
+                    positions[todo[chunk]], rms_force[todo[chunk]] = out, force
+                    for k, message in zip(todo[chunk], messages):
+                        failures[k] = message
+            # AlphaFold's safeguard, one frame at a time (violators are few; one-by-one = batched)
+            for _ in range(self.release_rounds):
+                candidates = np.array([k for k in todo if failures[k] is None], dtype=np.int64)
+                if len(candidates) == 0:
+                    break
+                validity = self.checker(positions[candidates])
+                violators = self._violators(positions[candidates], validity)
+                progressed = False
+                for k, atoms in zip(candidates, violators):
+                    fresh = atoms[~released[k, atoms]]
+                    if len(fresh) == 0:
+                        continue
+                    progressed = True
+                    released[k, fresh] = True
+                    row = int(np.nonzero(todo == k)[0][0])
+                    out, force, messages = self._minimise_or_split(positions[k:k + 1], anchors[row:row + 1],
+                                                                   released[k:k + 1])
+                    positions[k], rms_force[k], failures[k] = out[0], force[0], messages[0]
+                if not progressed:
+                    break
+        for k in range(count):
+            if failures[k] is not None:
+                positions[k] = np.nan
+        validity = self.checker(positions)
+        reasons = failure_reasons(validity)
+        for k in range(count):
+            if failures[k] is not None:
+                reasons[k] = failures[k]
+        shift = positions[:, self.heavy_atom_indices] - heavy
+        rms_shift = np.sqrt(np.mean(np.sum(shift * shift, axis=-1), axis=1))
+        return RelaxResult(
+            positions=positions, topology=self.topology, heavy_atom_indices=self.heavy_atom_indices,
+            rms_shift_nm=rms_shift, validity=validity, reasons=reasons, released_atoms=released.sum(axis=1),
+            rms_force=rms_force, settings=self.settings())
+
+    def settings(self) -> dict:
+        """JSON-friendly description of this relaxation."""
+        return {"force_field": list(self.force_field_files), "restraint_k_kj_per_mol_nm2": self.restraint_k,
+                "tolerance_kj_per_mol_nm": self.tolerance, "max_iterations": self.max_iterations,
+                "release_rounds": self.release_rounds, "batch_size": self.batch_size,
+                "platform": self.platform.getName(), "properties": dict(self.properties),
+                "checks": list(CHECKS)}
