@@ -111,11 +111,31 @@ def cmd_sample(args) -> int:
     record = run_sampling(args.input, args.out, model=args.model, steps=args.steps, chains=args.chains,
                           interval=args.interval, write_walk=args.walk, resume=args.resume,
                           overwrite=args.overwrite, platform=args.platform, threads=args.threads,
-                          backend=args.backend, seed=args.seed, progress=not args.quiet)
+                          backend=args.backend, seed=args.seed, progress=not args.quiet, relax=not args.raw,
+                          implicit=args.implicit)
     print(f"{record['frames']} clean frames x {record['chains']} chain(s) of {record['name']} in "
           f"{record['wall_time_s']} s ({record['steps_per_s']} steps/s); every bond within 0.2 Å of the input "
           f"structure's in {1 - record['validity']['broken_bond_fraction']:.0%} of them -> {args.out}/samples.dcd"
           + (f", {record['ramachandran']}" if record.get("ramachandran") else ""))
+    if "relaxation" in record:
+        _print_relaxation(record["relaxation"], args.out)
+    return 0
+
+
+def _print_relaxation(relaxation: dict, out: str) -> None:
+    raw, relaxed = relaxation["raw"], relaxation["relaxed"]
+    failing = ", ".join(f"{check} {fraction:.1%}" for check, fraction in relaxed["failing_fraction"].items() if fraction)
+    print(f"relaxed all-atom samples -> {out}/relaxed.dcd ({out}/relaxed_topology.pdb): valid {relaxed['valid_fraction']:.1%}"
+          f" (raw jumps {raw['valid_fraction']:.1%}){'; failing: ' + failing if failing else ''}; heavy atoms moved "
+          f"{10 * relaxation['mean_rms_shift_nm']:.2f} Å RMS")
+
+
+def cmd_relax(args) -> int:
+    from .relax_run import relax_samples
+
+    relaxation = relax_samples(args.run, implicit=args.implicit, batch_size=args.batch, threads=args.threads,
+                               progress=not args.quiet)
+    _print_relaxation(relaxation, args.run)
     return 0
 
 
@@ -224,8 +244,22 @@ def build_parser() -> argparse.ArgumentParser:
                     help="JamunForce through openmm-torch (torch) or openmm.PythonForce (python); auto: torch "
                          "where openmm-torch imports")
     sa.add_argument("--seed", type=int, default=None, help="seed of the initial noise and the walk (default 0)")
+    sa.add_argument("--raw", action="store_true",
+                    help="keep the raw jumps only (heavy atoms); by default the samples are also relaxed into "
+                         "all-atom frames, relaxed.dcd")
+    sa.add_argument("--implicit", choices=("gbn2",), default=None,
+                    help="relax in GBn2 implicit solvent instead of vacuum (slower)")
     sa.add_argument("--quiet", action="store_true", help="no progress bar")
     sa.set_defaults(func=cmd_sample)
+
+    rx = sub.add_parser("relax", help="relax a sample run's jumps into all-atom frames (relaxed.dcd); resumable")
+    rx.add_argument("run", help="a `jamun sample` output directory")
+    rx.add_argument("--implicit", choices=("gbn2",), default=None, help="GBn2 implicit solvent instead of vacuum")
+    rx.add_argument("--batch", type=_positive_int, default=None,
+                    help="molecules minimised together (default 64; a resumed relaxation keeps its own)")
+    rx.add_argument("--threads", type=_positive_int, default=1, help="CPU threads (default 1)")
+    rx.add_argument("--quiet", action="store_true", help="no progress bar")
+    rx.set_defaults(func=cmd_relax)
 
     an = sub.add_parser("analyze", help="compare samples with reference MD: torsion JSDs, TICA, MSM states, plots")
     an.add_argument("samples", help="a `jamun sample` output dir, or a trajectory file with --top")

@@ -20,6 +20,8 @@ TOPOLOGY = "topology.pdb"
 LOG = "log.csv"
 CHECKPOINT = "walk.chk"
 RUN = "run.json"
+RELAXED = "relaxed.dcd"
+RELAXED_TOPOLOGY = "relaxed_topology.pdb"
 
 
 class RunFiles:
@@ -27,8 +29,9 @@ class RunFiles:
 
     def __init__(self, directory):
         self.directory = Path(directory)
-        self.samples, self.walk, self.topology, self.log, self.checkpoint, self.record = (
-            str(self.directory / name) for name in (SAMPLES, WALK, TOPOLOGY, LOG, CHECKPOINT, RUN))
+        (self.samples, self.walk, self.topology, self.log, self.checkpoint, self.record, self.relaxed,
+         self.relaxed_topology) = (str(self.directory / name) for name in
+                                   (SAMPLES, WALK, TOPOLOGY, LOG, CHECKPOINT, RUN, RELAXED, RELAXED_TOPOLOGY))
 
 
 class SettingsMismatchError(ValueError):

@@ -49,6 +49,7 @@ from openmm import app, unit
 
 from ._units import to_plain
 from .analysis.validity import BOND_TOLERANCE_NM, CHECKS, CLASH_SCALE, ValidityChecker, failure_reasons
+from .topology import is_heavy_atom
 
 #: Implicit-solvent options: name → OpenMM force-field file added to amber14-all.xml.
 IMPLICIT_SOLVENTS = {"gbn2": "implicit/gbn2.xml", "obc2": "implicit/obc2.xml"}
@@ -61,10 +62,6 @@ DEFAULT_TOLERANCE = 10.0 * unit.kilojoule_per_mole / unit.nanometer
 MAX_BOND_NM = 0.3
 _CUTOFF_MARGIN_NM = 0.2
 _COPY_GAP_MARGIN_NM = 0.5
-
-
-def _is_hydrogen(atom) -> bool:
-    return atom.element is not None and atom.element.symbol in ("H", "D")
 
 
 def _openmm_topology(topology) -> app.Topology:
@@ -226,7 +223,7 @@ class Relaxer:
         xyz = _frames_nm(positions)[0]
         if xyz.shape != (len(input_atoms), 3) or not np.isfinite(xyz).all():
             raise ValueError(f"positions must be {len(input_atoms)} finite atoms (nm); got shape {xyz.shape}")
-        self.input_has_hydrogens = any(_is_hydrogen(atom) for atom in input_atoms)
+        self.input_has_hydrogens = any(not is_heavy_atom(atom) for atom in input_atoms)
         if self.input_has_hydrogens:
             self.topology, template_xyz = topology, xyz
         else:
@@ -247,21 +244,21 @@ class Relaxer:
         self.n_atoms = len(atoms)
         key = {(atom.residue.index, atom.name): atom.index for atom in atoms}
         self.heavy_atom_indices = np.array([key[(atom.residue.index, atom.name)] for atom in input_atoms
-                                            if not _is_hydrogen(atom)], dtype=np.int64)
+                                            if is_heavy_atom(atom)], dtype=np.int64)
         self.n_input_heavy = len(self.heavy_atom_indices)
         self.n_input_atoms = len(input_atoms)
         self._input_to_template = np.array([key[(atom.residue.index, atom.name)] for atom in input_atoms])
-        self._input_heavy = np.array([i for i, atom in enumerate(input_atoms) if not _is_hydrogen(atom)], dtype=np.int64)
+        self._input_heavy = np.array([i for i, atom in enumerate(input_atoms) if is_heavy_atom(atom)], dtype=np.int64)
         self._template_xyz = template_xyz
         self._hydrogen_plan = self._plan_hydrogens(atoms, template_xyz)
         self.checker = ValidityChecker(self.topology)
         self._parent = np.arange(self.n_atoms)  # heavy atom responsible for each atom (hydrogens: their parent)
         for a, b in self.topology.bonds():
-            if _is_hydrogen(a) and not _is_hydrogen(b):
+            if not is_heavy_atom(a) and is_heavy_atom(b):
                 self._parent[a.index] = b.index
-            elif _is_hydrogen(b) and not _is_hydrogen(a):
+            elif not is_heavy_atom(b) and is_heavy_atom(a):
                 self._parent[b.index] = a.index
-        self._restrained = np.array([not _is_hydrogen(atom) for atom in atoms])
+        self._restrained = np.array([is_heavy_atom(atom) for atom in atoms])
 
         # distances inside a copy are at most MAX_BOND_NM per bond along the longest bond path
         from scipy.sparse import coo_matrix
@@ -297,8 +294,8 @@ class Relaxer:
         hydrogens = {atom.index: [] for atom in atoms}
         for x, y in self.topology.bonds():
             for p, q in ((x, y), (y, x)):
-                if not _is_hydrogen(p):
-                    (hydrogens if _is_hydrogen(q) else heavy_neighbours)[p.index].append(q.index)
+                if is_heavy_atom(p):
+                    (hydrogens if not is_heavy_atom(q) else heavy_neighbours)[p.index].append(q.index)
         plan = []
         for parent in sorted(p for p, hs in hydrogens.items() if hs):
             neighbours = sorted(heavy_neighbours[parent])

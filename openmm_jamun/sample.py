@@ -27,6 +27,7 @@ from .analysis.report import load_heavy
 from .analysis.torsions import backbone_pairs, torsions
 from .inputs import read_input
 from .model.registry import denoiser_for, model_card, resolve_model, warn_if_untrained
+from .relax_run import relax_samples
 from .records import CHECKPOINT, RUN, TOPOLOGY, RunFiles, check_same_settings, read_json, write_json
 from .reporter import JumpReporter
 from .simulation import WalkSimulation, create_walk_simulation
@@ -137,8 +138,12 @@ def step_until(simulation: WalkSimulation, steps: int, interval: int, files: Run
 def run_sampling(source: str, out: str, model: str | None = None, steps: int = 10000, chains: int | None = None,
                  interval: int | None = None, write_walk: bool | None = None, resume: bool = False,
                  overwrite: bool = False, platform: str | None = None, threads: int | None = 1,
-                 backend: str = "auto", seed: int | None = None, progress: bool = True, plot: bool = True) -> dict:
+                 backend: str = "auto", seed: int | None = None, progress: bool = True, plot: bool = True,
+                 relax: bool = True, implicit: str | None = None) -> dict:
     """Sample ``source`` (sequence or PDB) into ``out``. Returns the run record (also ``out/run.json``).
+
+    With ``relax`` (the default) the samples are then relaxed into all-atom frames (``relaxed.dcd``,
+    :func:`~openmm_jamun.relax_run.relax_samples`; ``implicit="gbn2"`` relaxes in GBn2 instead of vacuum).
 
     ``steps`` is the total. None for model, chains, interval, write_walk, seed or platform means the
     default (:data:`RUN_SETTINGS`) for a new run and the run's own for ``resume``; a resumed run keeps
@@ -208,6 +213,9 @@ def run_sampling(source: str, out: str, model: str | None = None, steps: int = 1
     if plot:
         record["ramachandran"] = plot_ramachandran(out_path, traj)
     save_record()
+    if relax:
+        record["relaxation"] = relax_samples(out_path, implicit=implicit, threads=threads or 1,
+                                             progress=progress)
     return record
 
 

@@ -36,6 +36,8 @@ import numpy as np
 import openmm
 from openmm import app, unit
 
+from ..topology import is_heavy_atom
+
 #: |r − r0| allowed for every covalent bond (nm): 0.1 Å, the issue's threshold.
 BOND_TOLERANCE_NM = 0.01
 #: Bondi van der Waals radii (nm) of the heavy elements in peptides; H (1.20 Å) is listed for
@@ -59,10 +61,6 @@ def _openmm_topology(topology) -> app.Topology:
     if not isinstance(topology, app.Topology):
         raise TypeError(f"topology must be an OpenMM or mdtraj Topology; got {type(topology).__name__}")
     return topology
-
-
-def _is_hydrogen(atom) -> bool:
-    return atom.element is not None and atom.element.symbol in ("H", "D")
 
 
 def _xyz_nm(frames) -> np.ndarray:
@@ -97,7 +95,7 @@ def equilibrium_bonds(topology, positions=None) -> tuple[np.ndarray, np.ndarray]
 
     topology = _openmm_topology(topology)
     atoms = list(topology.atoms())
-    if any(_is_hydrogen(atom) for atom in atoms):
+    if any(not is_heavy_atom(atom) for atom in atoms):
         template = topology
     else:
         if positions is None:
@@ -160,7 +158,7 @@ class ValidityChecker:
             raise ValueError("the topology has no covalent bonds the force field knows: nothing to check")
 
         # clash pairs: heavy atoms of one molecule at least CLASH_MIN_BONDS_APART bonds apart
-        heavy = np.array([not _is_hydrogen(atom) for atom in atoms])
+        heavy = np.array([is_heavy_atom(atom) for atom in atoms])
         elements = [atom.element.symbol if atom.element is not None else None for atom in atoms]
         unknown = sorted({elements[i] for i in np.nonzero(heavy)[0] if elements[i] not in BONDI_RADII_NM},
                          key=str)
@@ -269,7 +267,7 @@ def frame_validity(frames, topology=None, checker: ValidityChecker | None = None
         if xyz.shape[1] != topology.getNumAtoms():
             raise ValueError(f"frames have {xyz.shape[1]} atoms; the topology has {topology.getNumAtoms()}")
         finite = np.nonzero(np.isfinite(xyz).all(axis=(1, 2)))[0]
-        has_hydrogens = any(_is_hydrogen(atom) for atom in topology.atoms())
+        has_hydrogens = any(not is_heavy_atom(atom) for atom in topology.atoms())
         if not has_hydrogens and len(finite) == 0:  # no template possible, and nothing to check
             n = len(xyz)
             false = np.zeros(n, dtype=bool)
