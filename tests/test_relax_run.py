@@ -43,7 +43,7 @@ def test_relax_resumes_after_the_last_whole_frame(relaxed_run):
     after = mdtraj.load(relaxed_run.relaxed, top=relaxed_run.relaxed_topology).xyz
     assert after.shape == before.shape
     # the same batches again; a fresh CPU Context sums forces in another order, so to minimiser precision
-    np.testing.assert_allclose(after, before, atol=1e-3)
+    np.testing.assert_allclose(after, before, atol=5e-3)  # within 0.05 Å: the minimiser stops at 10 kJ/mol/nm
     assert np.abs(after - before)[:2].max() == 0  # the first batch was kept, not relaxed again
     assert json.loads(open(relaxed_run.record).read())["relaxation"]["relaxed"]["frames"] == 8
     for change, match in ((["--implicit", "gbn2"], "implicit 'gbn2'"), (["--batch", "8"], "batch_size 8")):
