@@ -1,6 +1,6 @@
 """Evaluate a model on unseen peptides: walk-jump samples against reference MD, and the jump alone.
 
-For each peptide: ``jamun sample`` (K chains, N steps, seed 0, one thread), then ``jamun analyze``
+For each peptide: ``jamun sample --raw`` (K chains, N steps, seed 0, one thread), then ``jamun analyze``
 against the peptide's reference MD with ``--model`` (which also jumps σ-noised reference frames: the
 denoiser's error apart from the walk's). Prints a Markdown table per measure, the one the model card
 shows, and writes every figure to ``OUT/evaluation.json``. A finished sample run is reused, so an
@@ -34,7 +34,7 @@ def sample(peptide, out, args):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         return run_sampling(peptide, out, model=args.model, steps=args.steps, chains=args.chains, seed=0,
-                            threads=1, progress=False, overwrite=True)
+                            threads=1, progress=False, overwrite=True, relax=False)
 
 
 def figures(run, result, reference_ns) -> dict:
@@ -60,10 +60,10 @@ def figures(run, result, reference_ns) -> dict:
     }
 
 
-def fmt(value, percent=False):
+def fmt(value, kind="f"):
     if value is None:
         return "n/a"
-    return f"{100 * value:.0f}%" if percent else f"{value:.2f}"
+    return {"%": f"{100 * value:.0f}%", "Å": f"{10 * value:.2f}"}.get(kind, f"{value:.2f}")
 
 
 #: The model card's two tables: (column title, figure, format) per column.
@@ -75,14 +75,14 @@ WALK_COLUMNS = [
 JUMP_COLUMNS = [
     ("jump of noised reference frames: backbone JSD", "jump_backbone_jsd", "f"),
     ("walk minus jump", "walk_minus_jump_backbone_jsd", "f"), ("jump invalid frames", "jump_invalid_fraction", "%"),
-    ("jump RMS error (nm)", "jump_rms_error_nm", "f"), ("score asymmetry", "score_asymmetry", "f")]
+    ("jump RMS error (Å)", "jump_rms_error_nm", "Å"), ("score asymmetry", "score_asymmetry", "f")]
 
 
 def markdown_table(rows: dict, columns) -> str:
     lines = ["| unseen | " + " | ".join(title for title, _, _ in columns) + " |",
              "|---|" + "---|" * len(columns)]
     for peptide, row in rows.items():
-        lines.append(f"| {peptide} | " + " | ".join(fmt(row[key], kind == "%") for _, key, kind in columns) + " |")
+        lines.append(f"| {peptide} | " + " | ".join(fmt(row[key], kind) for _, key, kind in columns) + " |")
     return "\n".join(lines)
 
 

@@ -157,6 +157,12 @@ def cmd_analyze(args) -> int:
     print(f"the reference against itself (half vs half): phi/psi 2-D {_num(floor['mean_phi_psi_2d'])}; backbone 1-D "
           f"{_num(floor['mean_backbone_1d'])}; side-chain 1-D {_num(floor['mean_sidechain_1d'])}; "
           f"TIC0 {_num(floor['jsd_tic0'])}")
+    if "relaxed" in result:
+        relaxed = result["relaxed"]
+        print(f"relaxed samples: backbone 1-D {_num(relaxed['torsions']['mean_backbone_1d'])} (raw "
+              f"{_num(torsion['mean_backbone_1d'])}); phi/psi 2-D {_num(relaxed['torsions']['mean_phi_psi_2d'])}; "
+              f"valid {relaxed['validity']['valid_fraction']:.1%} (raw {result['raw_validity']['valid_fraction']:.1%}); "
+              f"heavy atoms moved {10 * relaxed['rms_shift_nm']:.2f} A RMS")
     if "reference_jump" in result:
         jump = result["reference_jump"]
         print(f"jump of {jump['frames']} noised reference frames: phi/psi JSD {_num(jump['torsions']['mean_phi_psi_2d'])}; "

@@ -49,3 +49,20 @@ def test_relax_resumes_after_the_last_whole_frame(relaxed_run):
     for change, match in ((["--implicit", "gbn2"], "implicit 'gbn2'"), (["--batch", "8"], "batch_size 8")):
         with pytest.raises(SystemExit, match=match):
             main(["relax", str(relaxed_run.directory), *change, "--quiet"])
+
+
+def test_analyze_reports_raw_and_relaxed_side_by_side(relaxed_run, tmp_path):
+    from openmm import unit
+
+    from openmm_jamun.data.md import run_md
+
+    run_md("AA", str(tmp_path / "md"), ns=0.02, seed=1, threads=1, equilibration=1 * unit.picosecond,
+           progress=False, chunk_frames=10)
+    assert main(["analyze", str(relaxed_run.directory), "--reference", str(tmp_path / "md"), "--out",
+                 str(tmp_path / "analysis"), "--lag", "2", "--states", "1"]) == 0
+    result = json.loads((tmp_path / "analysis" / "analysis.json").read_text())
+    relaxed = result["relaxed"]
+    assert relaxed["frames"] == result["inputs"]["sample_frames"] == 8
+    assert 0 < relaxed["rms_shift_nm"] < 0.05
+    assert relaxed["torsions"]["mean_backbone_1d"] is not None
+    assert relaxed["validity"]["valid_fraction"] > result["raw_validity"]["valid_fraction"]

@@ -7,12 +7,14 @@ import os
 from pathlib import Path
 
 import mdtraj
+import numpy as np
 
 from ..model.registry import denoiser_for, resolve_model
 from ..data.md import TOPOLOGY_FILE, TRAJECTORY_FILE
-from ..records import SAMPLES, TOPOLOGY, write_json
+from ..records import RELAXED, RELAXED_TOPOLOGY, SAMPLES, TOPOLOGY, write_json
 from ..topology import heavy_atom_slice
 from .ensemble import bond_lengths, chemical_validity, compare_ensembles, jump_of_reference, score_asymmetry
+from .validity import frame_validity, validity_summary
 from .plots import ramachandran, state_probabilities, tica_densities
 from .torsions import backbone_pairs, split_chains, torsion_jsds, torsions
 
@@ -33,6 +35,20 @@ def load_heavy(path: str, topology: str | None = None):
     traj = mdtraj.load(path, top=topology)
     traj = heavy_atom_slice(traj)
     return split_chains(traj)
+
+
+def relaxed_all_atom(run_dir: str):
+    """The relaxed all-atom samples of a ``jamun sample`` run directory (K chains pooled), or None."""
+    p = Path(run_dir)
+    if not (p.is_dir() and (p / RELAXED).is_file() and (p / RELAXED_TOPOLOGY).is_file()):
+        return None
+    return split_chains(mdtraj.load(str(p / RELAXED), top=str(p / RELAXED_TOPOLOGY)))
+
+
+def relaxed_samples(run_dir: str):
+    """The heavy atoms of :func:`relaxed_all_atom`, in the raw samples' frame and atom order, or None."""
+    relaxed = relaxed_all_atom(run_dir)
+    return None if relaxed is None else heavy_atom_slice(relaxed)
 
 
 def analyze(samples: str, reference: str, out: str, lag: int = 10, states: int = 4, top: str | None = None,
@@ -62,6 +78,14 @@ def analyze(samples: str, reference: str, out: str, lag: int = 10, states: int =
     }
     result["inputs"] = {"samples": samples, "reference": reference, "sample_frames": int(sample_traj.n_frames),
                         "reference_frames": int(ref_traj.n_frames)}
+    relaxed = relaxed_samples(samples)
+    if relaxed is not None:
+        finite = np.isfinite(relaxed.xyz).all(axis=(1, 2))
+        shift = np.sqrt(((relaxed.xyz[finite] - sample_traj.xyz[finite]) ** 2).sum(-1).mean(-1))
+        result["relaxed"] = {"frames": int(relaxed.n_frames), "torsions": torsion_jsds(relaxed[finite], ref_traj),
+                             "rms_shift_nm": float(shift.mean()) if len(shift) else None,
+                             "validity": validity_summary(frame_validity(relaxed_all_atom(samples)))}
+        result["raw_validity"] = validity_summary(frame_validity(sample_traj))
     if denoiser is not None:
         jumped, rms_error = jump_of_reference(denoiser, ref_traj, max_frames=jump_frames)
         result["reference_jump"] = {
