@@ -228,3 +228,77 @@ def test_energy_models_are_not_clipped_by_default():
         _, forces = _energy_and_forces(system, far, "Reference")
         kT = force.kT.value_in_unit(unit.kilojoule_per_mole)
         assert (np.linalg.norm(forces) / kT <= 5.0 + 1e-4) == bounded
+
+
+def _train_config(md_root, out, **kw):
+    from openmm_jamun.train import TrainConfig
+
+    base = dict(data_root=str(md_root), train=["A"], val=["uGAS"], out=str(out), parametrization="energy",
+                model=dict(hidden_scalars=8, hidden_vectors=2, num_layers=1, num_basis=8, radial_hidden=8),
+                batch_size=8, max_steps=12, val_every=1, val_batches=1, checkpoint_every=6, seed=3, threads=1)
+    base.update(kw)
+    return TrainConfig(**base)
+
+
+def test_conservative_training_lowers_the_loss_fine_tunes_and_resumes(md_root, tmp_path):
+    import json
+
+    from openmm_jamun.train import train
+
+    def val_losses(run):
+        return [json.loads(line)["val_loss"] for line in open(tmp_path / run / "train_log.jsonl")]
+
+    # a direct model to start from (its weights are g's)
+    train(_train_config(md_root, tmp_path / "direct", parametrization="direct", max_steps=4, lr=1e-2),
+          progress=False)
+    start = str(tmp_path / "direct" / "checkpoint.pt")
+    direct_weights = torch.load(start, weights_only=True)["state_dict"]
+    summary = train(_train_config(md_root, tmp_path / "energy", lr=1e-2, init_from=start), progress=False)
+    assert summary["parametrization"] == "energy"
+    losses = val_losses("energy")
+    assert losses[-1] < losses[0] - 0.02, losses  # lr 0 leaves every validation loss equal
+    denoiser, record = load_checkpoint(tmp_path / "energy" / "checkpoint.pt")
+    assert isinstance(denoiser, EnergyDenoiser) and record["parametrization"] == "energy"
+    assert record["init_from"] == start
+
+    # lr 0: g stays exactly the direct model's weights
+    train(_train_config(md_root, tmp_path / "still", lr=0.0, max_steps=2, init_from=start), progress=False)
+    still = torch.load(tmp_path / "still" / "checkpoint.pt", weights_only=True)["state_dict"]
+    for key, value in direct_weights.items():
+        torch.testing.assert_close(still[key], value)
+
+    # an interrupted energy run resumed to 12 ends where the uninterrupted one ended
+    train(_train_config(md_root, tmp_path / "split", lr=1e-2, init_from=start, max_steps=6), progress=False)
+    train(_train_config(md_root, tmp_path / "split", lr=1e-2, init_from=start), progress=False)
+    whole = torch.load(tmp_path / "energy" / "checkpoint.pt", weights_only=True)["state_dict"]
+    split = torch.load(tmp_path / "split" / "checkpoint.pt", weights_only=True)["state_dict"]
+    for key, value in whole.items():
+        torch.testing.assert_close(split[key], value)
+    # resuming it as a direct run is another run
+    with pytest.raises(ValueError, match=r"parametrization: 'energy' -> 'direct'"):
+        train(_train_config(md_root, tmp_path / "split", lr=1e-2, init_from=start, parametrization="direct",
+                            max_steps=14), progress=False)
+    with pytest.raises(ValueError, match="parametrization must be one of"):
+        _train_config(md_root, tmp_path / "bad", parametrization="score")
+
+
+def test_conservative_training_with_ddp(md_root, tmp_path):
+    import json
+    import os
+    import subprocess
+    import sys
+
+    config = _train_config(md_root, tmp_path / "ddp", max_steps=4, val_every=2, checkpoint_every=2)
+    path = tmp_path / "train.json"
+    path.write_text(json.dumps(config.__dict__))
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    result = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29541",
+         "-m", "openmm_jamun.cli", "train", str(path), "--quiet"],
+        capture_output=True, text=True, env=env, timeout=600,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    summary = json.loads(result.stdout[result.stdout.index("{"):])
+    assert summary["world_size"] == 2 and summary["steps"] == 4 and summary["parametrization"] == "energy"
+    record = torch.load(tmp_path / "ddp" / "checkpoint.pt", weights_only=True)
+    assert record["step"] == 4 and record["parametrization"] == "energy"
