@@ -7,11 +7,18 @@ a norm of at most ``score_clip`` (100 nm⁻¹ by default, as the published
 sampler does). The score needs one forward pass of the denoiser and no
 backward pass, so the module hands OpenMM forces directly.
 
-Energy: a learned score need not be the gradient of anything, so there is no
-potential energy to report. Both backends report a potential energy of
-exactly 0 kJ/mol; a StateDataReporter's "Potential Energy" column is 0 and
-its "Total Energy" is the walk's kinetic energy. Nothing in OpenMM depends on
-this energy when the integrator is :class:`JamunIntegrator`.
+Energy: a direct denoiser's score need not be the gradient of anything, so
+there is no potential energy to report. Both backends report a potential
+energy of exactly 0 kJ/mol; a StateDataReporter's "Potential Energy" column is
+0 and its "Total Energy" is the walk's kinetic energy. Nothing in OpenMM
+depends on this energy when the integrator is a plain :class:`JamunIntegrator`.
+
+An energy-parametrised denoiser (``DenoiserInfo.has_energy``: its module has
+``energy(positions) -> E`` in kT) reports U = kT·E_θ(y) and the forces
+−∇U = kT·s(y), both from one forward and one backward pass
+(:class:`EnergyForceModule`). Its score is not clipped by default: a clip
+would make the forces differ from −∇U. The Metropolis walk
+(``JamunIntegrator(metropolis=True)``) needs such a force.
 
 Two backends compute the same module:
 
@@ -95,8 +102,60 @@ class ScoreForceModule(torch.nn.Module):
         return energy, forces
 
 
-def build_score_module(denoiser, sigma=None, temperature=300 * unit.kelvin, score_clip=100 / unit.nanometer):
-    """Check a denoiser and wrap it: returns (scripted ScoreForceModule, DenoiserInfo, kT in kJ/mol)."""
+class EnergyForceModule(torch.nn.Module):
+    """TorchScript module mapping positions (nm) to (U = kT·E_θ(y), forces = −∇U = kT·s(y)).
+
+    One forward and one backward pass of ``denoiser.energy``. With ``score_clip`` > 0 the forces
+    are kT·clip(−∇E) (then not −∇U); the energy is never clipped."""
+
+    def __init__(self, denoiser: torch.jit.ScriptModule, sigma: float, kT: float, score_clip: float):
+        super().__init__()
+        self.denoiser = denoiser
+        self.sigma = float(sigma)
+        self.kT = float(kT)
+        self.score_clip = float(score_clip)
+        self.inv_sigma2 = 1.0 / self.sigma**2
+        self.num_atoms = int(denoiser.num_atoms)
+        self.has_energy = True
+
+    def forward(self, positions: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+        y = positions.detach().to(torch.float32)
+        if y.shape[0] != self.num_atoms:
+            raise RuntimeError(
+                "JamunForce: the System has " + str(y.shape[0]) + " particles but the denoiser is for "
+                + str(self.num_atoms) + " atoms"
+            )
+        if not bool(torch.isfinite(y).all()):
+            raise RuntimeError("JamunForce: positions are not finite (NaN or inf)")
+        was_enabled = torch.is_grad_enabled()
+        torch.ops.aten.set_grad_enabled(True)
+        y.requires_grad_(True)
+        energy = self.denoiser.energy(y)
+        grad = torch.autograd.grad([energy], [y])[0]
+        torch.ops.aten.set_grad_enabled(was_enabled)
+        if grad is None:
+            grad = torch.zeros_like(y)
+        energy = energy.detach()
+        if not bool(torch.isfinite(energy)) or not bool(torch.isfinite(grad).all()):
+            raise RuntimeError("JamunForce: the denoiser returned non-finite output")
+        score = -grad
+        if self.score_clip > 0.0:
+            norm = torch.linalg.vector_norm(score, dim=-1, keepdim=True)
+            score = score * torch.clamp(self.score_clip / norm, max=1.0)
+        forces = (self.kT * score).to(positions.dtype)
+        return (self.kT * energy.to(torch.float64)).to(positions.dtype).reshape(()), forces
+
+
+#: The per-atom score clip of direct denoisers, as the published sampler has it.
+DEFAULT_SCORE_CLIP = 100 / unit.nanometer
+
+
+def build_score_module(denoiser, sigma=None, temperature=300 * unit.kelvin, score_clip="auto"):
+    """Check a denoiser and wrap it: returns (scripted force module, DenoiserInfo, kT in kJ/mol).
+
+    The module is a :class:`ScoreForceModule` (energy 0) for a direct denoiser and an
+    :class:`EnergyForceModule` (energy kT·E) for one with an energy. ``score_clip="auto"`` clips
+    direct scores at :data:`DEFAULT_SCORE_CLIP` and leaves energy models unclipped."""
     module, info = load_denoiser(denoiser)
     if sigma is not None:
         sigma_nm = length_nm(sigma, "sigma")
@@ -106,10 +165,15 @@ def build_score_module(denoiser, sigma=None, temperature=300 * unit.kelvin, scor
                 f"but sigma = {sigma_nm} nm was requested"
             )
     kT = kT_kj_per_mol(temperature_kelvin(temperature))
+    if isinstance(score_clip, str):
+        if score_clip != "auto":
+            raise ValueError(f"score_clip must be an inverse length, None or 'auto'; got {score_clip!r}")
+        score_clip = None if info.has_energy else DEFAULT_SCORE_CLIP
     clip = inverse_length_per_nm(score_clip, "score_clip") if score_clip is not None else 0.0
     if clip < 0:
         raise ValueError(f"score_clip must be >= 0 (0 or None disables clipping); got {clip}")
-    scripted = torch.jit.script(ScoreForceModule(module, info.sigma, kT, clip))
+    wrapper = EnergyForceModule if info.has_energy else ScoreForceModule
+    scripted = torch.jit.script(wrapper(module, info.sigma, kT, clip))
     return scripted, info, kT
 
 
@@ -131,11 +195,17 @@ class _JamunForceMixin:
     def denoiser(self) -> torch.jit.ScriptModule:
         return self.score_module.denoiser
 
+    @property
+    def has_energy(self) -> bool:
+        """True when the force reports a real potential energy, kT·E_θ (an energy-parametrised denoiser)."""
+        return self.denoiser_info.has_energy
+
 
 if _openmmtorch is not None:
 
     class JamunForce(_JamunForceMixin, _openmmtorch.TorchForce):
-        """The JAMUN score as an openmm-torch ``TorchForce`` (forces output, energy 0).
+        """The JAMUN score as an openmm-torch ``TorchForce`` (forces output; energy 0, or kT·E_θ for an
+        energy-parametrised denoiser).
 
         Parameters
         ----------
@@ -146,11 +216,12 @@ if _openmmtorch is not None:
             value is an error (a denoiser only knows its own noise level).
         temperature : temperature
             Sets kT, the unit of the force (it cancels in the walk's statistics).
-        score_clip : inverse length or None
-            Per-atom cap on the norm of the score (nm⁻¹); None disables it.
+        score_clip : inverse length, None or "auto"
+            Per-atom cap on the norm of the score (nm⁻¹); None disables it. "auto": 100 nm⁻¹ for a
+            direct denoiser, none for an energy model (whose forces are then exactly −∇U).
         """
 
-        def __init__(self, denoiser, sigma=None, temperature=300 * unit.kelvin, score_clip=100 / unit.nanometer):
+        def __init__(self, denoiser, sigma=None, temperature=300 * unit.kelvin, score_clip="auto"):
             score_module, info, kT = build_score_module(denoiser, sigma, temperature, score_clip)
             super().__init__(score_module)
             self.setOutputsForces(True)
@@ -170,7 +241,7 @@ else:  # pragma: no cover - depends on the install
 
 
 class ScoreComputation:
-    """The callable a PythonForce runs: positions → (0, forces). Picklable for XmlSerializer.
+    """The callable a PythonForce runs: positions → (energy, forces). Picklable for XmlSerializer.
 
     ``device`` is where torch evaluates the module ("cpu" or "cuda"); OpenMM hands a
     PythonForce positions on the host whatever its platform.
@@ -182,10 +253,11 @@ class ScoreComputation:
 
     def __call__(self, state):
         positions = state.getPositions(asNumpy=True).value_in_unit(unit.nanometer)
-        with torch.inference_mode():
+        # no_grad, not inference_mode: an energy module takes its own gradient inside
+        with torch.no_grad():
             y = torch.from_numpy(np.ascontiguousarray(positions)).to(self.device)
-            _, forces = self.module(y)
-        return 0.0, forces.cpu().numpy()
+            energy, forces = self.module(y)
+        return float(energy), forces.cpu().numpy()
 
     def __getstate__(self):
         return {"module": module_to_bytes(self.module), "device": self.device}
@@ -201,7 +273,7 @@ class JamunPythonForce(_JamunForceMixin, openmm.PythonForce):
     """The JAMUN score as an ``openmm.PythonForce``: same module, same arguments as :class:`JamunForce`,
     plus ``device``, where torch runs the denoiser ("cpu" or "cuda")."""
 
-    def __init__(self, denoiser, sigma=None, temperature=300 * unit.kelvin, score_clip=100 / unit.nanometer,
+    def __init__(self, denoiser, sigma=None, temperature=300 * unit.kelvin, score_clip="auto",
                  device: str = "cpu"):
         score_module, info, kT = build_score_module(denoiser, sigma, temperature, score_clip)
         super().__init__(ScoreComputation(score_module, device))
@@ -258,6 +330,34 @@ def find_score_module(system: openmm.System) -> torch.jit.ScriptModule | None:
             if hasattr(module, "denoiser") and hasattr(module, "inv_sigma2"):
                 return module
     return None
+
+
+def force_has_energy(module) -> bool:
+    """True for the force module of an energy-parametrised denoiser (it reports U = kT·E_θ)."""
+    try:
+        return bool(module.has_energy)
+    except (AttributeError, RuntimeError):
+        return False
+
+
+def check_metropolis(system: openmm.System, integrator) -> None:
+    """A :class:`~openmm_jamun.integrator.MetropolisWithoutEnergyError` when ``integrator`` is a
+    Metropolis walk and the JAMUN force of ``system`` has no energy (a direct denoiser). Silent
+    otherwise (also when the System has no JAMUN force)."""
+    from .integrator import METROPOLIS_NEEDS_ENERGY, MetropolisWithoutEnergyError
+
+    if not getattr(integrator, "metropolis", False):
+        return
+    module = find_score_module(system)
+    if module is not None and not force_has_energy(module):
+        raise MetropolisWithoutEnergyError(METROPOLIS_NEEDS_ENERGY)
+
+
+def check_walk(system: openmm.System, integrator) -> None:
+    """Everything the System and the integrator must agree on: one kT (:func:`check_walk_temperature`)
+    and, for a Metropolis walk, a force with an energy (:func:`check_metropolis`)."""
+    check_metropolis(system, integrator)
+    check_walk_temperature(system, integrator)
 
 
 def check_walk_temperature(system: openmm.System, integrator) -> None:

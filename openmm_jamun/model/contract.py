@@ -9,6 +9,12 @@ The package's own exports add ``jamun_format_version``, ``jamun_kind``,
 ``num_chains`` and, for trained networks, the topology (``atom_names``,
 ``atom_elements``, ``residue_names``) of one chain. Files that carry
 ``jamun_format_version`` are checked strictly.
+
+Energy-parametrised (conservative) denoisers add ``energy(positions) -> E``, a 0-dim
+tensor in kT with x̂(y) = y − σ²∇E(y) (CONVENTIONS.md). Format version 2 introduced
+the kinds that have one ("energy": a trained network, "mixture": the analytic test
+density); version-1 files ("gaussian", "network") still load. A module meeting only the
+minimal contract counts as an energy model when it has an ``energy`` method.
 """
 
 from __future__ import annotations
@@ -20,10 +26,14 @@ from dataclasses import dataclass
 
 import torch
 
-#: Version of the export format written by this package.
-FORMAT_VERSION = 1
+#: Version of the export format written by this package (2: energy kinds; 1 still loads).
+FORMAT_VERSION = 2
 #: Kinds of export this package writes.
-KNOWN_KINDS = ("gaussian", "network")
+KNOWN_KINDS = ("gaussian", "network", "energy", "mixture")
+#: Kinds whose modules have ``energy(positions) -> E`` (kT) with x̂ = y − σ²∇E.
+ENERGY_KINDS = ("energy", "mixture")
+#: Kinds that carry the topology of one chain.
+TOPOLOGY_KINDS = ("network", "energy")
 
 
 class DenoiserContractError(ValueError):
@@ -41,6 +51,12 @@ class DenoiserInfo:
     atom_names: tuple[str, ...] | None = None  # one chain
     atom_elements: tuple[str, ...] | None = None  # one chain
     residue_names: tuple[str, ...] | None = None  # one chain, per atom
+    has_energy: bool = False  # energy(positions) -> E (kT), with x̂ = y − σ²∇E
+
+    @property
+    def parametrization(self) -> str:
+        """"energy" for a conservative denoiser (score = −∇E), else "direct"."""
+        return "energy" if self.has_energy else "direct"
 
     @property
     def atoms_per_chain(self) -> int:
@@ -85,7 +101,8 @@ def check_denoiser(module, where: str = "denoiser", strict: bool | None = None) 
         strict = version is not None
     if not strict:
         chains = _attr(module, "num_chains")
-        return DenoiserInfo(sigma, num_atoms, int(chains) if chains else 1, "external")
+        return DenoiserInfo(sigma, num_atoms, int(chains) if chains else 1, "external",
+                            has_energy=_has_method(module, "energy"))
 
     if version is None:
         raise DenoiserContractError(f"{where} is not a JAMUN export: no 'jamun_format_version' attribute")
@@ -102,7 +119,11 @@ def check_denoiser(module, where: str = "denoiser", strict: bool | None = None) 
         raise DenoiserContractError(f"{where}: num_chains={num_chains!r} does not divide num_atoms={num_atoms}")
     num_chains = int(num_chains)
     names = elements = residues = None
-    if kind == "network":
+    if kind in ENERGY_KINDS and not _has_method(module, "energy"):
+        raise DenoiserContractError(f"{where}: a {kind!r} export must have a method energy(positions) -> E")
+    if kind in ENERGY_KINDS and int(version) < 2:
+        raise DenoiserContractError(f"{where}: kind {kind!r} needs export format version >= 2, not {int(version)}")
+    if kind in TOPOLOGY_KINDS:
         names, elements, residues = (
             _attr(module, "atom_names"),
             _attr(module, "atom_elements"),
@@ -115,7 +136,15 @@ def check_denoiser(module, where: str = "denoiser", strict: bool | None = None) 
                     f"{where}: export metadata {label!r} is missing or does not list {per_chain} atoms"
                 )
         names, elements, residues = tuple(names), tuple(elements), tuple(residues)
-    return DenoiserInfo(sigma, num_atoms, num_chains, kind, names, elements, residues)
+    return DenoiserInfo(sigma, num_atoms, num_chains, kind, names, elements, residues,
+                        has_energy=kind in ENERGY_KINDS)
+
+
+def _has_method(module, name: str) -> bool:
+    try:
+        return callable(getattr(module, name))
+    except (AttributeError, RuntimeError):
+        return False
 
 
 def check_forward(module, info: DenoiserInfo, where: str = "denoiser") -> None:
@@ -134,6 +163,13 @@ def check_forward(module, info: DenoiserInfo, where: str = "denoiser") -> None:
         raise DenoiserContractError(
             f"{where}: forward must return a tensor of shape ({info.num_atoms}, 3); got {shape}"
         )
+    if info.has_energy:
+        try:
+            energy = module.energy(test)
+        except Exception as error:
+            raise DenoiserContractError(f"{where}: energy(positions[{info.num_atoms}, 3]) failed: {error}") from error
+        if not isinstance(energy, torch.Tensor) or energy.numel() != 1:
+            raise DenoiserContractError(f"{where}: energy must return a scalar tensor (kT)")
 
 
 def load_denoiser(source, strict: bool | None = None) -> tuple[torch.jit.ScriptModule, DenoiserInfo]:

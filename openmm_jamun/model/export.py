@@ -15,7 +15,8 @@ from e3nn.util.jit import compile_mode
 
 from .contract import FORMAT_VERSION, load_denoiser
 from .featurize import ATOM_NAMES, ELEMENTS, RESIDUES, TopologyFeatures, featurize
-from .network import Denoiser, NetworkConfig, chain_edges, count_parameters
+from .network import (Denoiser, EnergyDenoiser, NetworkConfig, build_denoiser, chain_edges, count_parameters,
+                      input_gradient, parametrization_of)
 
 CHECKPOINT_FORMAT = "openmm-jamun-checkpoint-1"
 # key of a training checkpoint's exponential-moving-average weights (TrainConfig.ema_decay)
@@ -70,15 +71,58 @@ class ExportedDenoiser(torch.nn.Module):
         return out.reshape(-1, 3)
 
 
+@compile_mode("script")
+class ExportedEnergyDenoiser(ExportedDenoiser):
+    """The export of an :class:`~openmm_jamun.model.network.EnergyDenoiser` (``jamun_kind`` "energy").
+
+    Same contract as :class:`ExportedDenoiser` (``forward(positions) -> x̂``, ``sigma``, ``num_atoms``)
+    plus ``energy(positions) -> E`` (a 0-dim tensor, kT: the sum of the chains' energies) and
+    ``chain_energies(positions) -> [K]``. ``forward`` returns x̂ = y − σ²∇E (one forward and one
+    backward pass); it builds a graph through y only when y requires grad and grad mode is on.
+    """
+
+    def __init__(self, denoiser: EnergyDenoiser, features: TopologyFeatures, chains: int):
+        super().__init__(denoiser, features, chains)
+        self.jamun_kind = "energy"
+
+    @torch.jit.export
+    def chain_energies(self, positions: torch.Tensor) -> torch.Tensor:
+        """E_θ of each chain, shape [K] (kT)."""
+        y = positions.reshape(self.num_chains, self.atoms_per_chain, 3)
+        yc = y - y.mean(dim=1, keepdim=True)
+        src, dst, bonded = chain_edges(yc.detach(), self.bond_adjacency, self.cutoff)
+        g = self.denoiser.denoise_centered(yc.reshape(-1, 3), self.element, self.atom_name, self.residue,
+                                           src, dst, bonded).reshape(self.num_chains, self.atoms_per_chain, 3)
+        residual = g - g.mean(dim=1, keepdim=True) - yc  # g(y) − y
+        return (residual**2).sum(dim=(1, 2)) / (2.0 * self.sigma**2)
+
+    @torch.jit.export
+    def energy(self, positions: torch.Tensor) -> torch.Tensor:
+        """E_θ(y) of all chains together (0-dim tensor, kT)."""
+        return self.chain_energies(positions).sum()
+
+    def forward(self, positions: torch.Tensor) -> torch.Tensor:
+        create_graph = positions.requires_grad and torch.is_grad_enabled()
+        was_enabled = torch.is_grad_enabled()
+        torch.ops.aten.set_grad_enabled(True)
+        y = positions if create_graph else positions.detach().requires_grad_(True)
+        grad = input_gradient(self.energy(y), y, create_graph)
+        torch.ops.aten.set_grad_enabled(was_enabled)
+        return (y if create_graph else positions) - self.sigma**2 * grad
+
+
 def export_denoiser(denoiser: Denoiser, topology, chains: int = 1, path=None,
                     heavy_atoms_only: bool = True) -> torch.jit.ScriptModule:
-    """Script ``denoiser`` for ``topology`` (OpenMM or mdtraj) with ``chains`` copies; optionally save it."""
+    """Script ``denoiser`` for ``topology`` (OpenMM or mdtraj) with ``chains`` copies; optionally save it.
+    An :class:`EnergyDenoiser` exports as kind "energy" (with ``energy(positions)``), a
+    :class:`Denoiser` as kind "network"."""
     if int(chains) < 1:
         raise ValueError(f"chains must be >= 1; got {chains}")
     features = featurize(topology, heavy_atoms_only=heavy_atoms_only)
     # A frozen copy: the export never builds autograd graphs, and training can go on.
     denoiser = copy.deepcopy(denoiser).eval().requires_grad_(False)
-    module = ExportedDenoiser(denoiser, features, int(chains)).eval()
+    exported = ExportedEnergyDenoiser if isinstance(denoiser, EnergyDenoiser) else ExportedDenoiser
+    module = exported(denoiser, features, int(chains)).eval()
     scripted = e3nn_compile(module)  # scripts e3nn's modules their own way, then ours
     if not isinstance(scripted, torch.jit.ScriptModule):
         raise RuntimeError("TorchScript export failed: the compiled module is not a ScriptModule")
@@ -93,6 +137,7 @@ def save_checkpoint(path, denoiser: Denoiser, **extra) -> None:
     record = {
         "format": CHECKPOINT_FORMAT,
         "config": denoiser.config.to_dict(),
+        "parametrization": parametrization_of(denoiser),
         "sigma": denoiser.sigma,
         "average_squared_distance": denoiser.average_squared_distance,
         "state_dict": denoiser.state_dict(),
@@ -116,9 +161,14 @@ def checkpoint_record(path) -> dict | None:
     return record if isinstance(record, dict) and record.get("format") == CHECKPOINT_FORMAT else None
 
 
-def load_checkpoint(path, averaged: bool = False) -> tuple[Denoiser, dict]:
+def load_checkpoint(path, averaged: bool = False, parametrization: str | None = None) -> tuple[Denoiser, dict]:
     """Rebuild the Denoiser of a checkpoint (``torch.load(weights_only=True)``: no arbitrary unpickling);
-    with ``averaged``, its EMA weights where the run kept them (what sampling and releases use)."""
+    with ``averaged``, its EMA weights where the run kept them (what sampling and releases use).
+
+    The class follows the checkpoint's ``parametrization`` ("direct" when absent: checkpoints from
+    before it was recorded): :class:`Denoiser` or :class:`EnergyDenoiser`. ``parametrization``
+    overrides it: "energy" on a direct checkpoint gives E = ‖g − y‖²/2σ² with g its network (the
+    weights are the same tensors), the start of a conservative fine-tune."""
     if not os.path.isfile(os.fspath(path)):
         raise FileNotFoundError(f"checkpoint not found: {path}")
     record = checkpoint_record(path)
@@ -126,7 +176,9 @@ def load_checkpoint(path, averaged: bool = False) -> tuple[Denoiser, dict]:
         raise ValueError(f"{path} is not an openmm-jamun training checkpoint")
     if record.get("vocabulary", vocabulary()) != vocabulary():
         raise ValueError(f"{path} was trained with another feature vocabulary than this openmm-jamun's")
-    denoiser = Denoiser(NetworkConfig.from_dict(record["config"]), record["sigma"], record["average_squared_distance"])
+    kind = parametrization or record.get("parametrization", "direct")
+    denoiser = build_denoiser(kind, NetworkConfig.from_dict(record["config"]), record["sigma"],
+                              record["average_squared_distance"])
     denoiser.load_state_dict(record[EMA_STATE] if averaged and EMA_STATE in record else record["state_dict"])
     return denoiser, record
 
@@ -140,6 +192,7 @@ def write_release(checkpoint, model_path, card: dict) -> dict:
     measured = {
         "format": CHECKPOINT_FORMAT,
         "export_format_version": FORMAT_VERSION,
+        "parametrization": parametrization_of(denoiser),
         "sigma_nm": denoiser.sigma,
         "average_squared_distance_nm2": denoiser.average_squared_distance,
         "parameters": count_parameters(denoiser),
@@ -158,5 +211,5 @@ def write_release(checkpoint, model_path, card: dict) -> dict:
     return card
 
 
-__all__ = ["ExportedDenoiser", "export_denoiser", "save_checkpoint", "load_checkpoint", "count_parameters",
+__all__ = ["ExportedDenoiser", "ExportedEnergyDenoiser", "export_denoiser", "save_checkpoint", "load_checkpoint", "count_parameters",
            "write_release", "vocabulary"]

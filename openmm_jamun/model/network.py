@@ -250,3 +250,74 @@ class Denoiser(torch.nn.Module):
 
 def count_parameters(module: torch.nn.Module) -> int:
     return sum(p.numel() for p in module.parameters())
+
+
+#: How a network's output becomes the jump: "direct" (F gives x̂) or "energy" (a scalar E_θ, x̂ = y − σ²∇E_θ).
+PARAMETRIZATIONS = ("direct", "energy")
+
+
+def input_gradient(energy: torch.Tensor, y: torch.Tensor, create_graph: bool) -> torch.Tensor:
+    """∇_y of a scalar ``energy`` (``y`` must require grad)."""
+    grad = torch.autograd.grad([energy], [y], create_graph=create_graph)[0]
+    if grad is None:  # the energy does not depend on y at all
+        return torch.zeros_like(y)
+    return grad
+
+
+@compile_mode("script")
+class EnergyDenoiser(Denoiser):
+    """The conservative (energy-parametrised) denoiser of JAMUN: a scalar energy, in kT,
+
+        E_θ(y) = ‖g(y) − y‖² / (2σ²)     (per molecule)
+
+    with g the direct denoiser of :class:`Denoiser` (same weights, same state_dict keys, so
+    g starts from a direct model's weights), and the jump x̂(y) = y − σ²∇_y E_θ(y) =
+    g − J_gᵀ(g − y): the score −∇E_θ is a gradient field by construction.
+
+    E_θ is invariant under rotations and translations of y (g is SE(3)-equivariant and
+    translation-equivariant after centring) but not under a mirror (g is not E(3)).
+    ``forward`` keeps :class:`Denoiser`'s signature and returns x̂, so the denoising loss is
+    unchanged; training through it is double backpropagation.
+    """
+
+    parametrization = "energy"
+
+    def energy(self, y: torch.Tensor, element: torch.Tensor, atom_name: torch.Tensor, residue: torch.Tensor,
+               graph_index: torch.Tensor, bond_adjacency: torch.Tensor, num_graphs: int) -> torch.Tensor:
+        """E_θ of each molecule of a batch, shape [num_graphs] (kT)."""
+        counts = torch.zeros(num_graphs, dtype=y.dtype, device=y.device).index_add(
+            0, graph_index, torch.ones_like(graph_index, dtype=y.dtype))
+        mean = torch.zeros(num_graphs, 3, dtype=y.dtype, device=y.device).index_add(0, graph_index, y)
+        yc = y - (mean / counts.unsqueeze(1))[graph_index]
+        src, dst, bonded = graph_edges(yc.detach(), graph_index, bond_adjacency, self.cutoff)
+        g = self.denoise_centered(yc, element, atom_name, residue, src, dst, bonded)
+        g_mean = torch.zeros(num_graphs, 3, dtype=y.dtype, device=y.device).index_add(0, graph_index, g)
+        residual = g - (g_mean / counts.unsqueeze(1))[graph_index] - yc  # g(y) − y
+        per_atom = (residual**2).sum(-1)
+        return torch.zeros(num_graphs, dtype=y.dtype, device=y.device).index_add(
+            0, graph_index, per_atom) / (2.0 * self.sigma**2)
+
+    def forward(self, y: torch.Tensor, element: torch.Tensor, atom_name: torch.Tensor, residue: torch.Tensor,
+                graph_index: torch.Tensor, bond_adjacency: torch.Tensor, num_graphs: int) -> torch.Tensor:
+        """x̂ = y − σ²∇E_θ for a batch; differentiable in the weights (and in y) when grad is enabled."""
+        create_graph = torch.is_grad_enabled()
+        torch.ops.aten.set_grad_enabled(True)
+        yy = y if (create_graph and y.requires_grad) else y.detach().requires_grad_(True)
+        energy = self.energy(yy, element, atom_name, residue, graph_index, bond_adjacency, num_graphs).sum()
+        grad = input_gradient(energy, yy, create_graph)
+        torch.ops.aten.set_grad_enabled(create_graph)
+        return (yy if create_graph else y) - self.sigma**2 * grad
+
+
+def build_denoiser(parametrization: str, config: NetworkConfig, sigma: float,
+                   average_squared_distance: float) -> Denoiser:
+    """A fresh :class:`Denoiser` ("direct") or :class:`EnergyDenoiser` ("energy")."""
+    if parametrization == "direct":
+        return Denoiser(config, sigma, average_squared_distance)
+    if parametrization == "energy":
+        return EnergyDenoiser(config, sigma, average_squared_distance)
+    raise ValueError(f"parametrization must be one of {PARAMETRIZATIONS}; got {parametrization!r}")
+
+
+def parametrization_of(denoiser: torch.nn.Module) -> str:
+    return "energy" if isinstance(denoiser, EnergyDenoiser) else "direct"

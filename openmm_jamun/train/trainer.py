@@ -1,5 +1,7 @@
 """Denoiser training, faithful to JAMUN: fixed σ, y = x + σε, Kabsch alignment of y onto x,
 loss ‖x̂(y) − x‖² per graph (sum over xyz, mean over atoms) weighted by 1/c_out², Adam.
+With ``parametrization: "energy"`` the same loss trains x̂ = y − σ²∇E_θ (EnergyDenoiser):
+the gradient in y is taken with create_graph, so each step backpropagates through it.
 
 Runs as one process or under ``torchrun --nproc_per_node K`` (DistributedDataParallel,
 gloo on CPUs). Randomness is drawn from generators seeded by (seed, rank, step), so a
@@ -20,7 +22,7 @@ import torch
 
 from ..data.dataset import BALANCES, FrameSampler, GraphBatch, average_squared_distance, load_peptide
 from ..model.export import EMA_STATE, load_checkpoint, save_checkpoint
-from ..model.network import Denoiser, NetworkConfig, count_parameters
+from ..model.network import PARAMETRIZATIONS, Denoiser, NetworkConfig, build_denoiser, count_parameters
 
 CHECKPOINT = "checkpoint.pt"
 BEST = "best.pt"
@@ -61,6 +63,10 @@ class TrainConfig:
     # best.pt, releases and sampling from a checkpoint use the averaged weights; the optimizer
     # keeps stepping the raw ones. Turned on for a resumed run, it starts from the resumed weights.
     ema_decay: float | None = None
+    # "direct": the network outputs x̂. "energy": it outputs a scalar E_θ = ‖g(y) − y‖²/2σ² (kT) and
+    # x̂ = y − σ²∇E_θ, a conservative score (double backpropagation; with init_from a direct
+    # checkpoint, g starts from its weights).
+    parametrization: str = "direct"
 
     def __post_init__(self):
         for name in ("batch_size", "max_steps", "val_every", "val_batches", "checkpoint_every", "stride"):
@@ -76,6 +82,8 @@ class TrainConfig:
             raise ValueError(f"lr_schedule must be 'constant' or 'cosine', not {self.lr_schedule!r}")
         if self.balance not in BALANCES:  # checked here too, so a bad config fails before data loads
             raise ValueError(f"balance must be one of {BALANCES}, not {self.balance!r}")
+        if self.parametrization not in PARAMETRIZATIONS:
+            raise ValueError(f"parametrization must be one of {PARAMETRIZATIONS}, not {self.parametrization!r}")
         if self.ema_decay is not None and not 0.0 <= self.ema_decay <= 1.0:
             raise ValueError(f"ema_decay must lie in [0, 1], not {self.ema_decay}")
 
@@ -182,7 +190,8 @@ def _initial_weights(config: TrainConfig, network_config: NetworkConfig) -> tupl
     and the peptides those weights were trained on (none of which may validate this run)."""
     if not os.path.isfile(config.init_from):
         raise FileNotFoundError(f"init_from: no checkpoint at {config.init_from}")
-    denoiser, record = load_checkpoint(config.init_from, averaged=True)
+    # the same weights in this run's parametrization (a direct g becomes E = ‖g − y‖²/2σ²)
+    denoiser, record = load_checkpoint(config.init_from, averaged=True, parametrization=config.parametrization)
     if config.model and denoiser.config.to_dict() != network_config.to_dict():
         raise ValueError(f"init_from {config.init_from}: its network {denoiser.config.to_dict()} differs from "
                          f"the config's model {network_config.to_dict()}; drop 'model' to take the checkpoint's")
@@ -197,7 +206,9 @@ def _initial_weights(config: TrainConfig, network_config: NetworkConfig) -> tupl
 #: TrainConfig fields a resumed run must share with the run that wrote its checkpoint (the rest,
 #: e.g. max_steps, max_wall_s, val_every, threads, out, may change).
 RESUME_FIXED = ("data_root", "train", "val", "sigma", "lr", "lr_schedule", "lr_min", "lr_decay_start", "batch_size",
-                "balance", "stride", "seed", "align", "ema_decay", "init_from")
+                "balance", "stride", "seed", "align", "ema_decay", "init_from", "parametrization")
+#: What a checkpoint written before a RESUME_FIXED field existed ran with.
+RESUME_DEFAULTS = {"parametrization": "direct"}
 
 
 def _check_resume(config: TrainConfig, record: dict, network: Denoiser, world: int) -> None:
@@ -205,6 +216,7 @@ def _check_resume(config: TrainConfig, record: dict, network: Denoiser, world: i
     if saved is None:  # a checkpoint from before these were recorded
         return
     ours = {name: getattr(config, name) for name in RESUME_FIXED}
+    saved = {**RESUME_DEFAULTS, **saved}
     changed = {name: (saved.get(name), ours[name]) for name in RESUME_FIXED if saved.get(name) != ours[name]}
     if config.model and network.config.to_dict() != NetworkConfig.from_dict(config.model).to_dict():
         changed["model"] = (network.config.to_dict(), config.model)
@@ -247,7 +259,7 @@ def train(config: TrainConfig, progress: bool = True) -> dict:
     else:
         torch.manual_seed(config.seed)
         A = average_squared_distance(train_set, network_config.cutoff)
-        denoiser = Denoiser(network_config, config.sigma, A)
+        denoiser = build_denoiser(config.parametrization, network_config, config.sigma, A)
         record, start_step, best, wall_before = None, 0, math.inf, 0.0
     if abs(denoiser.sigma - config.sigma) > 1e-12:
         raise ValueError(f"checkpoint sigma {denoiser.sigma} differs from config sigma {config.sigma}")
@@ -278,7 +290,8 @@ def train(config: TrainConfig, progress: bool = True) -> dict:
                   "val": list(config.val), "train_frames": frames, "init_from": config.init_from,
                   "config_fixed": {name: getattr(config, name) for name in RESUME_FIXED}, "world_size": world,
                   "max_steps": config.max_steps}
-    summary = {"parameters": count_parameters(denoiser), "train_frames": frames,
+    summary = {"parameters": count_parameters(denoiser), "parametrization": config.parametrization,
+               "train_frames": frames,
                "average_squared_distance": denoiser.average_squared_distance, "world_size": world}
     log = open(os.path.join(config.out, LOG), "a") if rank == 0 else None
     bar = tqdm(total=config.max_steps, initial=start_step, disable=not progress or rank != 0, desc="train")
