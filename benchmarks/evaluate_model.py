@@ -14,7 +14,6 @@ repository holds those of the model card). JS distances are in base e, as the JA
 """
 
 import argparse
-import json
 import os
 import sys
 import time

@@ -60,3 +60,25 @@ def length_nm(length, name: str) -> float:
 
 def inverse_length_per_nm(value, name: str) -> float:
     return to_plain(value, unit.nanometer**-1, name)
+
+
+def jamun_mass(mass) -> float:
+    """JAMUN's dimensionless mass M (a walk particle's mass is M·kT), checked."""
+    if unit.is_quantity(mass):
+        raise TypeError(f"mass is JAMUN's dimensionless M (particle mass = M·kT); pass a plain number, not {mass}")
+    value = float(mass)
+    if not (math.isfinite(value) and value > 0):
+        raise ValueError(f"mass must be positive; got {mass}")
+    return value
+
+
+def denoiser_sigma_nm(sigma, denoiser_sigma_nm: float) -> float:
+    """σ in nm: the denoiser's own when ``sigma`` is None; a different one is an error (a denoiser knows
+    only the noise level it was trained at)."""
+    if sigma is None:
+        return float(denoiser_sigma_nm)
+    value = length_nm(sigma, "sigma")
+    if not math.isclose(value, denoiser_sigma_nm, rel_tol=1e-6, abs_tol=0.0):
+        raise ValueError(f"sigma mismatch: the denoiser was trained at sigma = {denoiser_sigma_nm} nm, "
+                         f"but sigma = {value} nm was requested")
+    return value

@@ -112,7 +112,7 @@ def cmd_sample(args) -> int:
                           interval=args.interval, write_walk=args.walk, resume=args.resume,
                           overwrite=args.overwrite, platform=args.platform, threads=args.threads,
                           backend=args.backend, seed=args.seed, progress=not args.quiet, relax=not args.raw,
-                          implicit=args.implicit)
+                          implicit=args.implicit, metropolis=args.metropolis)
     print(f"{record['frames']} clean frames x {record['chains']} chain(s) of {record['name']} in "
           f"{record['wall_time_s']} s ({record['steps_per_s']} steps/s); every bond within 0.2 Å of the input "
           f"structure's in {1 - record['validity']['broken_bond_fraction']:.0%} of them -> {args.out}/samples.dcd"
@@ -250,6 +250,9 @@ def build_parser() -> argparse.ArgumentParser:
                     help="JamunForce through openmm-torch (torch) or openmm.PythonForce (python); auto: torch "
                          "where openmm-torch imports")
     sa.add_argument("--seed", type=int, default=None, help="seed of the initial noise and the walk (default 0)")
+    sa.add_argument("--metropolis", action="store_true", default=None,
+                    help="Metropolis-exact walk (GHMC): samples exp(-E) at any step size; needs an energy-parametrised "
+                         "model (an error for a direct one); the acceptance rate goes to log.csv and run.json")
     sa.add_argument("--raw", action="store_true",
                     help="keep the raw jumps only (heavy atoms); by default the samples are also relaxed into "
                          "all-atom frames, relaxed.dcd")

@@ -41,7 +41,9 @@ import openmm
 import torch
 from openmm import unit
 
-from ._units import inverse_length_per_nm, kT_kj_per_mol, length_nm, temperature_kelvin
+from ._units import denoiser_sigma_nm, inverse_length_per_nm, kT_kj_per_mol, temperature_kelvin
+from .errors import METROPOLIS_NEEDS_ENERGY, MetropolisWithoutEnergyError
+from .platforms import BACKENDS
 from .model.contract import DenoiserInfo, load_denoiser, module_from_bytes, module_to_bytes
 
 def _import_openmmtorch():
@@ -62,9 +64,6 @@ except ImportError as _error:  # pragma: no cover - depends on the install
     _openmmtorch = None
     _OPENMMTORCH_ERROR = str(_error)
 
-#: Message of the error raised inside the force when positions are not finite.
-NONFINITE_POSITIONS = "JamunForce: positions are not finite (NaN or inf)"
-NONFINITE_OUTPUT = "JamunForce: the denoiser returned non-finite output"
 
 
 class ScoreForceModule(torch.nn.Module):
@@ -157,13 +156,7 @@ def build_score_module(denoiser, sigma=None, temperature=300 * unit.kelvin, scor
     :class:`EnergyForceModule` (energy kT·E) for one with an energy. ``score_clip="auto"`` clips
     direct scores at :data:`DEFAULT_SCORE_CLIP` and leaves energy models unclipped."""
     module, info = load_denoiser(denoiser)
-    if sigma is not None:
-        sigma_nm = length_nm(sigma, "sigma")
-        if not np.isclose(sigma_nm, info.sigma, rtol=1e-6, atol=0.0):
-            raise ValueError(
-                f"sigma mismatch: the denoiser was trained at sigma = {info.sigma} nm, "
-                f"but sigma = {sigma_nm} nm was requested"
-            )
+    denoiser_sigma_nm(sigma, info.sigma)
     kT = kT_kj_per_mol(temperature_kelvin(temperature))
     if isinstance(score_clip, str):
         if score_clip != "auto":
@@ -210,7 +203,7 @@ if _openmmtorch is not None:
         Parameters
         ----------
         denoiser : str, path or torch.jit.ScriptModule
-            A TorchScript denoiser meeting the contract of CONVENTIONS.md.
+            A TorchScript denoiser meeting the contract of docs/design.md.
         sigma : length, optional
             Noise level; defaults to the denoiser's own ``sigma``. A different
             value is an error (a denoiser only knows its own noise level).
@@ -283,7 +276,6 @@ class JamunPythonForce(_JamunForceMixin, openmm.PythonForce):
         self.kT = kT * unit.kilojoule_per_mole
 
 
-BACKENDS = ("auto", "torch", "python")
 
 
 def default_backend() -> str:
@@ -344,8 +336,6 @@ def check_metropolis(system: openmm.System, integrator) -> None:
     """A :class:`~openmm_jamun.integrator.MetropolisWithoutEnergyError` when ``integrator`` is a
     Metropolis walk and the JAMUN force of ``system`` has no energy (a direct denoiser). Silent
     otherwise (also when the System has no JAMUN force)."""
-    from .integrator import METROPOLIS_NEEDS_ENERGY, MetropolisWithoutEnergyError
-
     if not getattr(integrator, "metropolis", False):
         return
     module = find_score_module(system)

@@ -1,6 +1,6 @@
 """JamunIntegrator: JAMUN's BAOAB walk as an OpenMM CustomIntegrator.
 
-Reference update (CONVENTIONS.md), step δ, per-step friction γ, mass M:
+Reference update (docs/design.md), step δ, per-step friction γ, mass M:
 
     B  v ← v + (δ/2)·s(y)/M
     A  y ← y + (δ/2)·v
@@ -40,22 +40,8 @@ import math
 import openmm
 from openmm import app, unit
 
-from ._units import kT_kj_per_mol, length_nm, temperature_kelvin, to_plain
-
-
-class NonFiniteWalkError(RuntimeError):
-    """The walk reached non-finite positions (or the denoiser produced them)."""
-
-
-class MetropolisWithoutEnergyError(ValueError):
-    """A Metropolis walk was asked of a System whose JAMUN force has no energy (a direct denoiser)."""
-
-
-METROPOLIS_NEEDS_ENERGY = (
-    "the Metropolis walk needs an energy-parametrised denoiser: it accepts or rejects each step on the "
-    "change of U = kT·E_θ, and a direct denoiser's score is not the gradient of any energy (its force "
-    "reports U = 0, so the test would see kinetic energy only and sample the wrong law). Use a model "
-    "trained with \"parametrization\": \"energy\" (or its energy form), or run without metropolis")
+from ._units import jamun_mass, kT_kj_per_mol, length_nm, temperature_kelvin, to_plain
+from .errors import METROPOLIS_NEEDS_ENERGY, MetropolisWithoutEnergyError, NonFiniteWalkError, walk_error  # noqa: F401 (re-exported)
 
 
 def _timestep_ps(timestep, sigma_nm: float) -> float:
@@ -102,11 +88,7 @@ class JamunIntegrator(openmm.CustomIntegrator):
                  mass=1.0, timestep=None, metropolis: bool = False):
         temperature_k = temperature_kelvin(temperature)
         sigma_nm = length_nm(sigma, "sigma")
-        if unit.is_quantity(mass):
-            raise TypeError("mass is JAMUN's dimensionless M (particle mass = M·kT); pass a plain number")
-        mass = float(mass)
-        if not (math.isfinite(mass) and mass > 0):
-            raise ValueError(f"mass must be positive; got {mass}")
+        mass = jamun_mass(mass)
         dt = _timestep_ps(timestep, sigma_nm)
         if unit.is_quantity(friction_per_step) and friction_per_step.unit.is_compatible(unit.picosecond**-1):
             gamma = friction_per_step.value_in_unit(unit.picosecond**-1) * dt
@@ -274,18 +256,11 @@ class JamunIntegrator(openmm.CustomIntegrator):
         try:
             super().step(steps)
         except openmm.OpenMMException as error:
-            message = str(error)
-            # Our force says "not finite"; OpenMM's own check says "NaN".
-            if not any(word in message for word in ("not finite", "non-finite", "NaN")):
-                raise
             # A failed step does not commit its increment: walk_step counts completed steps.
-            step = int(round(self.getGlobalVariableByName("walk_step"))) + 1
-            reason = "denoiser output" if "denoiser" in message else "positions"
-            raise NonFiniteWalkError(
-                f"JAMUN walk stopped: non-finite {reason} at integrator step {step}. "
-                "Nothing past the last report was written. Check the input positions "
-                "(units: nm), the timestep and the denoiser."
-            ) from error
+            typed = walk_error(error, int(round(self.getGlobalVariableByName("walk_step"))) + 1)
+            if typed is None:
+                raise
+            raise typed from error
 
 
 class AcceptanceStateDataReporter(app.StateDataReporter):

@@ -61,13 +61,15 @@ def same_value(given, kept) -> bool:
 
 
 def changed_settings(kept: Mapping, given: Mapping,
-                     equal: Mapping[str, Callable[[object, object], bool]] | None = None) -> dict:
-    """{name: (kept, given)} for each setting in ``given`` that is not None, is in ``kept`` and differs
-    (compared with ``equal[name]`` where given, else :func:`same_value`)."""
+                     equal: Mapping[str, Callable[[object, object], bool]] | None = None,
+                     none_means_unset: bool = True) -> dict:
+    """{name: (kept, given)} for each setting in ``given`` that is in ``kept`` and differs (compared
+    with ``equal[name]`` where given, else :func:`same_value`). With ``none_means_unset`` a None in
+    ``given`` is a setting not asked for, never a difference."""
     equal = equal or {}
     changed = {}
     for name, value in given.items():
-        if value is None or name not in kept:
+        if (value is None and none_means_unset) or name not in kept:
             continue
         if not equal.get(name, same_value)(value, kept[name]):
             changed[name] = (kept[name], value)

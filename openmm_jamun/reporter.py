@@ -14,8 +14,8 @@ import numpy as np
 import torch
 from openmm import app, unit
 
-from .force import check_walk_temperature, find_score_module
-from .integrator import NonFiniteWalkError
+from .force import check_walk, find_score_module
+from .errors import NonFiniteWalkError
 from .model.contract import DenoiserContractError, load_denoiser
 from .trajectory import HDF5Frames, PDBModels, trajectory_format
 
@@ -72,7 +72,7 @@ class JumpReporter:
         return {"steps": steps, "periodic": False, "include": ["positions"]}
 
     def _open(self, simulation):
-        check_walk_temperature(simulation.system, simulation.integrator)
+        check_walk(simulation.system, simulation.integrator)
         if self._denoiser is None:
             score_module = find_score_module(simulation.system)
             if score_module is None:
@@ -112,7 +112,7 @@ class JumpReporter:
 
     def jump(self, positions_nm: np.ndarray) -> np.ndarray:
         """x̂(y) for positions in nm, as a float32 array in nm."""
-        with torch.inference_mode():
+        with torch.no_grad():  # not inference_mode: an energy model's jump takes a gradient
             xhat = self._denoiser(torch.from_numpy(np.asarray(positions_nm, dtype=np.float32)))
         return xhat.numpy()
 

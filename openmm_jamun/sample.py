@@ -29,12 +29,16 @@ from .inputs import read_input
 from .model.registry import denoiser_for, model_card, resolve_model, warn_if_untrained
 from .relax_run import relax_samples
 from .records import CHECKPOINT, RUN, TOPOLOGY, RunFiles, check_same_settings, read_json, write_json
+from .force import check_walk
+from .integrator import AcceptanceStateDataReporter, JamunIntegrator
+from .model.contract import load_denoiser
 from .reporter import JumpReporter
 from .simulation import WalkSimulation, create_walk_simulation
 from .trajectory import truncate_trajectory
 
 #: What a run keeps when it is resumed, and the defaults of a new run.
-RUN_SETTINGS = {"model": "default", "chains": 1, "interval": 10, "write_walk": False, "seed": 0, "platform": "CPU"}
+RUN_SETTINGS = {"model": "default", "chains": 1, "interval": 10, "write_walk": False, "seed": 0, "platform": "CPU",
+                "metropolis": False}
 #: Steps between the points where Ctrl-C may stop a run, in clean frames.
 FRAMES_PER_CHUNK = 10
 
@@ -68,7 +72,7 @@ def run_settings(source: str, out_path: Path, given: dict, resume: bool, overwri
         raise FileNotFoundError(f"cannot resume: no {CHECKPOINT} in {out_path}")
     record = read_json(out_path / RUN)
     check_same_settings(str(out_path), record, {**given, "input": source}, equal=_SAME_SETTING)
-    return {key: record[key] for key in (*given, "input")}, record
+    return {key: record.get(key, RUN_SETTINGS.get(key)) for key in (*given, "input")}, record
 
 
 def check_counts(steps: int, chains: int, interval: int) -> None:
@@ -82,13 +86,15 @@ def check_counts(steps: int, chains: int, interval: int) -> None:
 
 def attach_reporters(simulation: WalkSimulation, files: RunFiles, interval: int, write_walk: bool,
                      append: bool) -> JumpReporter:
-    """The run's reporters: clean samples, the walk (optional), a log and the checkpoint."""
+    """The run's reporters: clean samples, the walk (optional), a log (with the acceptance rate of a
+    Metropolis walk) and the checkpoint."""
     samples = JumpReporter(files.samples, interval, denoiser=simulation.denoiser, append=append)
     simulation.reporters.append(samples)
     if write_walk:
         simulation.reporters.append(app.DCDReporter(files.walk, interval, append=append))
-    simulation.reporters.append(app.StateDataReporter(files.log, interval * 10, step=True, time=True,
-                                                      speed=True, elapsedTime=True, append=append))
+    log = AcceptanceStateDataReporter if simulation.integrator.metropolis else app.StateDataReporter
+    simulation.reporters.append(log(files.log, interval * 10, step=True, time=True, potentialEnergy=True,
+                                    speed=True, elapsedTime=True, append=append))
     simulation.reporters.append(app.CheckpointReporter(files.checkpoint, interval))
     return samples
 
@@ -139,11 +145,12 @@ def run_sampling(source: str, out: str, model: str | None = None, steps: int = 1
                  interval: int | None = None, write_walk: bool | None = None, resume: bool = False,
                  overwrite: bool = False, platform: str | None = None, threads: int | None = 1,
                  backend: str = "auto", seed: int | None = None, progress: bool = True, plot: bool = True,
-                 relax: bool = True, implicit: str | None = None) -> dict:
+                 relax: bool = True, implicit: str | None = None, metropolis: bool | None = None) -> dict:
     """Sample ``source`` (sequence or PDB) into ``out``. Returns the run record (also ``out/run.json``).
 
     With ``relax`` (the default) the samples are then relaxed into all-atom frames (``relaxed.dcd``,
     :func:`~openmm_jamun.relax_run.relax_samples`; ``implicit="gbn2"`` relaxes in GBn2 instead of vacuum).
+    ``metropolis`` makes the walk Metropolis-exact (an energy-parametrised model only).
 
     ``steps`` is the total. None for model, chains, interval, write_walk, seed or platform means the
     default (:data:`RUN_SETTINGS`) for a new run and the run's own for ``resume``; a resumed run keeps
@@ -151,7 +158,7 @@ def run_sampling(source: str, out: str, model: str | None = None, steps: int = 1
     # 1. Settings and input, checked before the output directory is touched.
     out_path = Path(out)
     given = {"model": model, "chains": chains, "interval": interval, "write_walk": write_walk, "seed": seed,
-             "platform": platform}
+             "platform": platform, "metropolis": metropolis}
     settings, record = run_settings(source, out_path, given, resume, overwrite)
     chains, interval = settings["chains"], settings["interval"]
     check_counts(steps, chains, interval)
@@ -162,8 +169,11 @@ def run_sampling(source: str, out: str, model: str | None = None, steps: int = 1
     card = model_card(model_path)
     untrained, length = warn_if_untrained(model_path, card, topology)
     denoiser = denoiser_for(model_path, topology, chains)
+    integrator = JamunIntegrator(sigma=load_denoiser(denoiser)[1].sigma, metropolis=settings["metropolis"])
+    integrator.setRandomNumberSeed(settings["seed"] + 1)
     simulation = create_walk_simulation(topology, positions, denoiser, chains=chains, platform=settings["platform"],
-                                        threads=threads, backend=backend, seed=settings["seed"])
+                                        threads=threads, backend=backend, seed=settings["seed"], integrator=integrator)
+    check_walk(simulation.system, integrator)  # a Metropolis walk of a direct model is an error, before any output
     simulation.name = name
 
     # 2. The run directory: a resumed run cut back to its checkpoint, a new one started.
@@ -182,6 +192,7 @@ def run_sampling(source: str, out: str, model: str | None = None, steps: int = 1
             app.PDBFile.writeFile(simulation.topology, simulation.noised.clean_positions, handle)
         record = {"input": settings["input"], "name": name, "model": str(model_path), "chains": chains,
                   "interval": interval, "write_walk": settings["write_walk"], "seed": settings["seed"],
+                  "metropolis": settings["metropolis"],
                   "sigma_nm": float(simulation.noised.sigma.value_in_unit(unit.nanometer)),
                   "heavy_atoms": len(simulation.noised.atom_indices), "card": card,
                   "untrained_residues": untrained, "untrained_length": length}
@@ -195,6 +206,9 @@ def run_sampling(source: str, out: str, model: str | None = None, steps: int = 1
 
     def save_record():
         elapsed = wall_before + time.time() - start
+        if integrator.metropolis:
+            record["acceptance"] = {"rate": integrator.acceptance_rate, "accepted": integrator.n_accept,
+                                    "proposed": integrator.n_trials}
         record.update({"steps_done": simulation.currentStep, "frames": simulation.currentStep // interval,
                        "wall_time_s": round(elapsed, 2),
                        "steps_per_s": round(simulation.currentStep / max(elapsed, 1e-9), 1)})

@@ -10,7 +10,7 @@ import numpy as np
 import openmm
 from openmm import app, unit
 
-from ._units import kT_kj_per_mol, length_nm, temperature_kelvin
+from ._units import denoiser_sigma_nm, jamun_mass, kT_kj_per_mol, length_nm, temperature_kelvin
 from .model.contract import DenoiserInfo, load_denoiser
 from .inputs import read_structure_file
 from .topology import heavy_atom_indices, subset_topology
@@ -120,12 +120,10 @@ def create_noised_system(structure, positions=None, denoiser=None, *, sigma=None
     info: DenoiserInfo | None = None
     if denoiser is not None:
         _, info = load_denoiser(denoiser)
-    if sigma is not None:
+    if info is not None:
+        sigma_nm = denoiser_sigma_nm(sigma, info.sigma)
+    elif sigma is not None:
         sigma_nm = length_nm(sigma, "sigma")
-        if info is not None and not np.isclose(sigma_nm, info.sigma, rtol=1e-6, atol=0.0):
-            raise ValueError(f"sigma mismatch: the denoiser uses sigma = {info.sigma} nm, got {sigma_nm} nm")
-    elif info is not None:
-        sigma_nm = info.sigma
     else:
         raise ValueError("give a denoiser or sigma")
 
@@ -155,11 +153,7 @@ def create_noised_system(structure, positions=None, denoiser=None, *, sigma=None
 
     temperature_k = temperature_kelvin(temperature)
     kT = kT_kj_per_mol(temperature_k)
-    if unit.is_quantity(mass):
-        raise TypeError(f"mass is JAMUN's dimensionless M (particle mass = M·kT); pass a plain number, not {mass}")
-    particle_mass = float(mass) * kT
-    if not particle_mass > 0:
-        raise ValueError(f"mass must be positive; got {mass}")
+    particle_mass = jamun_mass(mass) * kT
 
     system = openmm.System()
     for _ in range(chains * n):

@@ -1,9 +1,8 @@
 import os
 
-import openmm
 import pytest
 import torch
-from openmm import app, unit
+from openmm import unit
 
 import openmm_jamun as oj
 

@@ -144,7 +144,7 @@ def _config(md_root, out, **kw):
 
 
 def test_training_reduces_loss_and_resume_continues(md_root, tmp_path):
-    summary = train(_config(md_root, tmp_path / "run", lr=1e-2), progress=False)
+    train(_config(md_root, tmp_path / "run", lr=1e-2), progress=False)
     log = [json.loads(line) for line in open(tmp_path / "run" / "train_log.jsonl")]
     assert [e["step"] for e in log] == [10, 20, 30]
     # the same validation frames and noise at every entry: with lr 0 the three losses are equal

@@ -220,3 +220,16 @@ def test_hydrogens_are_dropped_with_a_message(tmp_path):
     assert noised.system.getNumParticles() == 10
     assert all(atom.element.symbol != "H" for atom in noised.topology.atoms())
     assert noised.topology.getNumBonds() == 9
+
+
+def test_the_messages_the_force_raises_are_the_ones_errors_classifies():
+    """TorchScript needs literal strings in a raise; errors.walk_error recognises them by these constants."""
+    import inspect
+
+    from openmm_jamun import force
+    from openmm_jamun.errors import NONFINITE_OUTPUT, NONFINITE_POSITIONS, walk_error
+
+    source = inspect.getsource(force)
+    assert source.count(f'"{NONFINITE_POSITIONS}"') >= 2 and source.count(f'"{NONFINITE_OUTPUT}"') >= 2
+    assert "denoiser output" in str(walk_error(RuntimeError(NONFINITE_OUTPUT), 3))
+    assert walk_error(RuntimeError("something else"), 3) is None

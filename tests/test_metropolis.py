@@ -3,10 +3,9 @@
 import io
 
 import numpy as np
-import openmm
 import pytest
 import torch
-from openmm import app, unit
+from openmm import unit
 
 import openmm_jamun as oj
 from conftest import make_walk, positions_nm

@@ -310,3 +310,25 @@ def test_chemical_validity_counts_broken_frames(md_root):
     assert chemical_validity(backwards, reference)["invalid_fraction"] == 0.0
     with pytest.raises(ValueError, match="not the same molecule"):
         chemical_validity(traj, reference[:-1])
+
+
+def test_metropolis_sampling_records_its_acceptance_and_refuses_a_direct_model(tmp_path):
+    """--metropolis with an energy model (here the shipped weights' energy form, exported for AA): the
+    acceptance rate is in log.csv and run.json. With the direct model it is an error, and nothing is written."""
+    import torch
+
+    from openmm_jamun.inputs import read_input
+    from openmm_jamun.model.export import export_denoiser, load_checkpoint
+    from openmm_jamun.model.registry import resolve_model
+
+    energy, _ = load_checkpoint(resolve_model("default"), averaged=True, parametrization="energy")
+    topology, _, _ = read_input("AA")
+    torch.jit.save(export_denoiser(energy, topology), str(tmp_path / "aa-energy.pt"))
+    record = run_sampling("AA", str(tmp_path / "run"), model=str(tmp_path / "aa-energy.pt"), steps=100, interval=10,
+                          metropolis=True, progress=False, plot=False, relax=False)
+    assert record["metropolis"] and record["acceptance"]["proposed"] == 100
+    assert 0 <= record["acceptance"]["rate"] <= 1
+    assert "Acceptance Rate" in (tmp_path / "run" / "log.csv").read_text().splitlines()[0]
+    with pytest.raises(ValueError, match="needs an energy-parametrised denoiser"):
+        run_sampling("AA", str(tmp_path / "direct"), steps=20, metropolis=True, progress=False, plot=False)
+    assert not (tmp_path / "direct").exists()

@@ -1,4 +1,4 @@
-"""The TorchScript denoiser contract (see CONVENTIONS.md) and its checks.
+"""The TorchScript denoiser contract (see docs/design.md) and its checks.
 
 Minimal contract, which any denoiser trained elsewhere can meet:
 
@@ -11,7 +11,7 @@ The package's own exports add ``jamun_format_version``, ``jamun_kind``,
 ``jamun_format_version`` are checked strictly.
 
 Energy-parametrised (conservative) denoisers add ``energy(positions) -> E``, a 0-dim
-tensor in kT with x̂(y) = y − σ²∇E(y) (CONVENTIONS.md). Format version 2 introduced
+tensor in kT with x̂(y) = y − σ²∇E(y) (docs/design.md). Format version 2 introduced
 the kinds that have one ("energy": a trained network, "mixture": the analytic test
 density); version-1 files ("gaussian", "network") still load. A module meeting only the
 minimal contract counts as an energy model when it has an ``energy`` method.
@@ -22,6 +22,7 @@ from __future__ import annotations
 import io
 import math
 import os
+import weakref
 from dataclasses import dataclass
 
 import torch
@@ -194,10 +195,20 @@ def load_denoiser(source, strict: bool | None = None) -> tuple[torch.jit.ScriptM
         raise DenoiserContractError(
             f"denoiser must be a path to a TorchScript file or a torch.jit.ScriptModule; got {type(source).__name__}"
         )
+    checked = _CHECKED.get(module) if strict is None else None
+    if checked is not None:
+        return module, checked
     info = check_denoiser(module, where, strict=strict)
     module.eval()
     check_forward(module, info, where)
+    if strict is None:
+        _CHECKED[module] = info
     return module, info
+
+
+#: Modules already checked (with the default strictness): the sampler hands one denoiser to the
+#: System, the force and the reporter, and each would check it again (a forward pass each time).
+_CHECKED: "weakref.WeakKeyDictionary[torch.jit.ScriptModule, DenoiserInfo]" = weakref.WeakKeyDictionary()
 
 
 def module_to_bytes(module: torch.jit.ScriptModule) -> bytes:

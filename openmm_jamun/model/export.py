@@ -32,7 +32,7 @@ def vocabulary() -> dict:
 class ExportedDenoiser(torch.nn.Module):
     """x̂(positions) for K independent copies of one molecule, topology baked in as buffers.
 
-    Meets the contract of CONVENTIONS.md: forward(positions[K·n, 3] float32 nm) -> [K·n, 3],
+    Meets the contract of docs/design.md: forward(positions[K·n, 3] float32 nm) -> [K·n, 3],
     attributes sigma (nm), num_atoms, plus metadata checked by ``load_denoiser``.
     """
 

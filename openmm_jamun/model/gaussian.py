@@ -2,7 +2,7 @@
 
 For clean data X ~ N(μ, s² I) and noise σ, E[X | Y = y] = μ + s²/(s²+σ²)·(y − μ).
 A walk driven by its score samples Y ~ N(μ, (s²+σ²) I) and the jumps
-x̂(Y) ~ N(μ, s⁴/(s²+σ²) I) (CONVENTIONS.md, "Exactness checks").
+x̂(Y) ~ N(μ, s⁴/(s²+σ²) I) (docs/design.md, "Checks that need no trained model").
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """The JAMUN denoiser: an SE(3)-equivariant, NequIP-like message-passing network (e3nn).
 
 x̂(y) = c_skip·y + c_out·F(c_in·y, c_noise) on mean-centred coordinates
-(CONVENTIONS.md), with
+(docs/design.md), with
 
     c_in = 1/√(A+6σ²),  c_skip = A/(A+6σ²),  c_out = √(A·6σ²/(A+6σ²)),  c_noise = ¼·ln σ  (σ in nm, natural log)
 

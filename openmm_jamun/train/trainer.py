@@ -23,6 +23,7 @@ import torch
 from ..data.dataset import BALANCES, FrameSampler, GraphBatch, average_squared_distance, load_peptide
 from ..model.export import EMA_STATE, load_checkpoint, save_checkpoint
 from ..model.network import PARAMETRIZATIONS, Denoiser, NetworkConfig, build_denoiser, count_parameters
+from ..records import SettingsMismatchError, changed_settings
 
 CHECKPOINT = "checkpoint.pt"
 BEST = "best.pt"
@@ -217,14 +218,14 @@ def _check_resume(config: TrainConfig, record: dict, network: Denoiser, world: i
         return
     ours = {name: getattr(config, name) for name in RESUME_FIXED}
     saved = {**RESUME_DEFAULTS, **saved}
-    changed = {name: (saved.get(name), ours[name]) for name in RESUME_FIXED if saved.get(name) != ours[name]}
+    changed = changed_settings(saved, ours, none_means_unset=False)
     if config.model and network.config.to_dict() != NetworkConfig.from_dict(config.model).to_dict():
         changed["model"] = (network.config.to_dict(), config.model)
     if record.get("world_size", world) != world:
         changed["world_size"] = (record["world_size"], world)
     if changed:
         listed = "; ".join(f"{name}: {old!r} -> {new!r}" for name, (old, new) in changed.items())
-        raise ValueError(f"{config.out} holds a checkpoint of another run ({listed}); a resumed run keeps its "
+        raise SettingsMismatchError(f"{config.out} holds a checkpoint of another run ({listed}); a resumed run keeps its "
                          "settings (only max_steps, max_wall_s, val_every, val_batches, checkpoint_every, threads "
                          "and device may change): use another 'out'")
     if config.lr_schedule == "cosine" and record.get("max_steps", config.max_steps) != config.max_steps:
