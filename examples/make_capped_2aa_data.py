@@ -1,4 +1,4 @@
-"""Regenerate the reference MD behind the shipped default model (models/capped_2aa.pt).
+"""Regenerate the reference MD behind the shipped default model (openmm_jamun/models/capped_2aa.pt).
 
 Reads examples/capped_2aa_data.json (peptide -> split, ns, seed, equilibration) and runs `run_md`
 for each into data/md/<SEQ>/, resuming any run that was interrupted. On one CPU thread a capped

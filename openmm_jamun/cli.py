@@ -233,8 +233,8 @@ def build_parser() -> argparse.ArgumentParser:
     sa = sub.add_parser("sample", help="walk-jump sampling of a peptide with a trained model (the main job)")
     sa.add_argument("input", help="one-letter sequence (built as ACE-...-NME) or a PDB/PDBx file of one peptide")
     # None: the default for a new run, the run's own setting for --resume (a different one is an error)
-    sa.add_argument("--model", default=None, help="'default' (models/capped_2aa.pt; the default), a name in "
-                    "models/, a training checkpoint or a TorchScript export")
+    sa.add_argument("--model", default=None, help="'default' (the shipped capped_2aa; the default), a shipped model's name, "
+                    "a training checkpoint or a TorchScript export")
     sa.add_argument("--steps", type=_positive_int, default=10000,
                     help="total walk steps, counting those of the run being resumed (default 10000)")
     sa.add_argument("--chains", type=_positive_int, default=None, help="independent walks in one System (default 1)")
@@ -278,7 +278,7 @@ def build_parser() -> argparse.ArgumentParser:
     an.add_argument("--lag", type=_positive_int, default=10, help="TICA and MSM lag, in reference frames")
     an.add_argument("--states", type=_positive_int, default=4, help="PCCA+ metastable states")
     an.add_argument("--model", default=None,
-                    help="also jump sigma-noised reference frames with this model ('default', a name in models/, a "
+                    help="also jump sigma-noised reference frames with this model ('default', a shipped model's name, a "
                          "checkpoint or a one-chain export): the denoiser's error apart from the walk's")
     an.set_defaults(func=cmd_analyze)
 
@@ -291,7 +291,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     rl = sub.add_parser("release", help="ship a training checkpoint as a model (weights only) with its JSON card")
     rl.add_argument("checkpoint")
-    rl.add_argument("--out", required=True, help="e.g. models/capped_2aa.pt (the card goes beside it)")
+    rl.add_argument("--out", required=True, help="e.g. openmm_jamun/models/NAME.pt (the card goes beside it)")
     rl.add_argument("--card", default=None, help="JSON file of extra card fields (evaluation, hardware, ...)")
     rl.set_defaults(func=cmd_release)
 

@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import openmm
 from openmm import app, unit
 
@@ -229,7 +230,6 @@ class JamunIntegrator(openmm.CustomIntegrator):
     def current_forces(self):
         """The force (kJ/mol/nm, an (N, 3) array) at the positions the last step ended on, kept by the
         program in ``fcur``; None before the first step."""
-        import numpy as np
 
         if self.getGlobalVariableByName("walk_step") < 1:
             return None
@@ -294,6 +294,5 @@ def jump_from_forces(positions_nm, forces_kj_per_mol_nm, sigma_nm: float, kT_kj_
     Exact for energy models without a score clip (F = −kT∇E, x̂ = y − σ²∇E) and for direct
     models wherever the clip did not act (F = kT·(x̂ − y)/σ²). Use with
     :meth:`JamunIntegrator.current_forces` at the positions the last step ended on."""
-    import numpy as np
 
     return np.asarray(positions_nm) + sigma_nm**2 * np.asarray(forces_kj_per_mol_nm) / kT_kj_per_mol

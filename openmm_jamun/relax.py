@@ -43,12 +43,17 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
+import mdtraj
 import numpy as np
 import openmm
 from openmm import app, unit
+from scipy.sparse import coo_matrix
+from scipy.sparse.csgraph import shortest_path
 
 from ._units import to_plain
 from .analysis.validity import BOND_TOLERANCE_NM, CHECKS, CLASH_SCALE, ValidityChecker, failure_reasons
+from .data.build import add_hydrogens
+from .platforms import get_platform
 from .topology import is_heavy_atom
 
 #: Implicit-solvent options: name → OpenMM force-field file added to amber14-all.xml.
@@ -130,8 +135,6 @@ class RelaxResult:
         return self.validity["valid"]
 
     def to_mdtraj(self):
-        import mdtraj
-
         return mdtraj.Trajectory(self.positions.astype(np.float32), mdtraj.Topology.from_openmm(self.topology))
 
     def save(self, trajectory_path: str, topology_pdb_path: str) -> None:
@@ -192,8 +195,6 @@ class Relaxer:
     def __init__(self, topology, positions, *, implicit: str | None = None, restraint_k=DEFAULT_RESTRAINT_K,
                  tolerance=DEFAULT_TOLERANCE, max_iterations: int = 0, release_rounds: int = 3,
                  batch_size: int = 64, platform="CPU", threads: int | None = 1, properties: dict | None = None):
-        from .data.build import add_hydrogens
-
         topology = _openmm_topology(topology)
         if topology.getNumChains() != 1:
             raise ValueError(f"the topology has {topology.getNumChains()} chains: a Relaxer is for one molecule. "
@@ -214,10 +215,12 @@ class Relaxer:
         self.max_iterations = int(max_iterations)
         self.release_rounds = int(release_rounds)
         self.batch_size = int(batch_size)
-        self.platform = platform if isinstance(platform, openmm.Platform) else openmm.Platform.getPlatformByName(platform)
-        self.properties = dict(properties or {})
-        if self.platform.getName() == "CPU" and threads is not None:
-            self.properties.setdefault("Threads", str(int(threads)))
+        if isinstance(platform, openmm.Platform):
+            self.platform, defaults = platform, ({"Threads": str(int(threads))} if threads and
+                                                 platform.getName() == "CPU" else {})
+        else:
+            self.platform, defaults = get_platform(platform, threads)
+        self.properties = {**defaults, **(properties or {})}
 
         input_atoms = list(topology.atoms())
         xyz = _frames_nm(positions)[0]
@@ -261,8 +264,6 @@ class Relaxer:
         self._restrained = np.array([is_heavy_atom(atom) for atom in atoms])
 
         # distances inside a copy are at most MAX_BOND_NM per bond along the longest bond path
-        from scipy.sparse import coo_matrix
-        from scipy.sparse.csgraph import shortest_path
 
         pairs = np.array([(a.index, b.index) for a, b in self.topology.bonds()], dtype=np.int64).reshape(-1, 2)
         hops = shortest_path(coo_matrix((np.ones(len(pairs)), (pairs[:, 0], pairs[:, 1])),

@@ -35,10 +35,14 @@ from __future__ import annotations
 import numpy as np
 import openmm
 from openmm import app, unit
+from scipy.sparse import coo_matrix
+from scipy.sparse.csgraph import connected_components, shortest_path
 
+from ..data.build import add_hydrogens, forcefield
 from ..topology import is_heavy_atom
+from .ensemble import _chiral_centres
 
-#: |r − r0| allowed for every covalent bond (nm): 0.1 Å, the issue's threshold.
+#: |r − r0| allowed for every covalent bond (nm): 0.1 Å.
 BOND_TOLERANCE_NM = 0.01
 #: Bondi van der Waals radii (nm) of the heavy elements in peptides; H (1.20 Å) is listed for
 #: completeness but hydrogens are not part of the clash check.
@@ -91,8 +95,6 @@ def equilibrium_bonds(topology, positions=None) -> tuple[np.ndarray, np.ndarray]
     all-atom template from ``add_hydrogens(topology, positions)`` (``positions``: any frame of the
     molecule, nm or a quantity) and keeps the template's bonds between the atoms it has.
     Raises ValueError when amber14 has no template for a residue."""
-    from ..data.build import add_hydrogens, forcefield
-
     topology = _openmm_topology(topology)
     atoms = list(topology.atoms())
     if any(not is_heavy_atom(atom) for atom in atoms):
@@ -145,10 +147,7 @@ class ValidityChecker:
     :func:`frame_validity`'s dict."""
 
     def __init__(self, topology, positions=None):
-        from scipy.sparse import coo_matrix
-        from scipy.sparse.csgraph import connected_components, shortest_path
 
-        from .ensemble import _chiral_centres
 
         self.topology = _openmm_topology(topology)
         atoms = list(self.topology.atoms())
