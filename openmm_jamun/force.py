@@ -66,6 +66,28 @@ except ImportError as _error:  # pragma: no cover - depends on the install
 
 
 
+def _walk_positions(positions: torch.Tensor, num_atoms: int) -> torch.Tensor:
+    """The walk's positions as float32 without a graph (Reference/CPU platforms pass float64 with
+    requires_grad=True), checked: the denoiser's atom count, and finite."""
+    y = positions.detach().to(torch.float32)
+    if y.shape[0] != num_atoms:
+        raise RuntimeError(
+            "JamunForce: the System has " + str(y.shape[0]) + " particles but the denoiser is for "
+            + str(num_atoms) + " atoms"
+        )
+    if not bool(torch.isfinite(y).all()):
+        raise RuntimeError("JamunForce: positions are not finite (NaN or inf)")
+    return y
+
+
+def _clip_per_atom(score: torch.Tensor, clip: float) -> torch.Tensor:
+    """``score`` with each atom's vector norm capped at ``clip`` (no cap when clip is 0)."""
+    if clip > 0.0:
+        norm = torch.linalg.vector_norm(score, dim=-1, keepdim=True)
+        score = score * torch.clamp(clip / norm, max=1.0)
+    return score
+
+
 class ScoreForceModule(torch.nn.Module):
     """TorchScript module mapping positions (nm) to (energy = 0, forces = kT·clip(s(y)))."""
 
@@ -77,55 +99,31 @@ class ScoreForceModule(torch.nn.Module):
         self.score_clip = float(score_clip)
         self.inv_sigma2 = 1.0 / self.sigma**2
         self.num_atoms = int(denoiser.num_atoms)
+        self.has_energy = False
 
     def forward(self, positions: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
-        # Reference/CPU platforms pass float64 with requires_grad=True; the
-        # score needs no graph.
-        y = positions.detach().to(torch.float32)
-        if y.shape[0] != self.num_atoms:
-            raise RuntimeError(
-                "JamunForce: the System has " + str(y.shape[0]) + " particles but the denoiser is for "
-                + str(self.num_atoms) + " atoms"
-            )
-        if not bool(torch.isfinite(y).all()):
-            raise RuntimeError("JamunForce: positions are not finite (NaN or inf)")
+        y = _walk_positions(positions, self.num_atoms)
         xhat = self.denoiser(y)
         if not bool(torch.isfinite(xhat).all()):
             raise RuntimeError("JamunForce: the denoiser returned non-finite output")
-        score = (xhat - y) * self.inv_sigma2
-        if self.score_clip > 0.0:
-            norm = torch.linalg.vector_norm(score, dim=-1, keepdim=True)
-            score = score * torch.clamp(self.score_clip / norm, max=1.0)
+        score = _clip_per_atom((xhat - y) * self.inv_sigma2, self.score_clip)
         forces = (self.kT * score).to(positions.dtype)
         energy = torch.zeros((), dtype=positions.dtype, device=positions.device)
         return energy, forces
 
 
-class EnergyForceModule(torch.nn.Module):
+class EnergyForceModule(ScoreForceModule):
     """TorchScript module mapping positions (nm) to (U = kT·E_θ(y), forces = −∇U = kT·s(y)).
 
     One forward and one backward pass of ``denoiser.energy``. With ``score_clip`` > 0 the forces
     are kT·clip(−∇E) (then not −∇U); the energy is never clipped."""
 
     def __init__(self, denoiser: torch.jit.ScriptModule, sigma: float, kT: float, score_clip: float):
-        super().__init__()
-        self.denoiser = denoiser
-        self.sigma = float(sigma)
-        self.kT = float(kT)
-        self.score_clip = float(score_clip)
-        self.inv_sigma2 = 1.0 / self.sigma**2
-        self.num_atoms = int(denoiser.num_atoms)
+        super().__init__(denoiser, sigma, kT, score_clip)
         self.has_energy = True
 
     def forward(self, positions: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
-        y = positions.detach().to(torch.float32)
-        if y.shape[0] != self.num_atoms:
-            raise RuntimeError(
-                "JamunForce: the System has " + str(y.shape[0]) + " particles but the denoiser is for "
-                + str(self.num_atoms) + " atoms"
-            )
-        if not bool(torch.isfinite(y).all()):
-            raise RuntimeError("JamunForce: positions are not finite (NaN or inf)")
+        y = _walk_positions(positions, self.num_atoms)
         was_enabled = torch.is_grad_enabled()
         torch.ops.aten.set_grad_enabled(True)
         y.requires_grad_(True)
@@ -137,10 +135,7 @@ class EnergyForceModule(torch.nn.Module):
         energy = energy.detach()
         if not bool(torch.isfinite(energy)) or not bool(torch.isfinite(grad).all()):
             raise RuntimeError("JamunForce: the denoiser returned non-finite output")
-        score = -grad
-        if self.score_clip > 0.0:
-            norm = torch.linalg.vector_norm(score, dim=-1, keepdim=True)
-            score = score * torch.clamp(self.score_clip / norm, max=1.0)
+        score = _clip_per_atom(-grad, self.score_clip)
         forces = (self.kT * score).to(positions.dtype)
         return (self.kT * energy.to(torch.float64)).to(positions.dtype).reshape(()), forces
 

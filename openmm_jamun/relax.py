@@ -51,7 +51,8 @@ from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import shortest_path
 
 from ._units import to_plain
-from .analysis.validity import BOND_TOLERANCE_NM, CHECKS, CLASH_SCALE, ValidityChecker, failure_reasons
+from .analysis.validity import (BOND_TOLERANCE_NM, CHECKS, CLASH_SCALE, ValidityChecker, as_openmm_topology, frames_nm,
+                                failure_reasons)
 from .data.build import add_hydrogens
 from .platforms import get_platform
 from .topology import is_heavy_atom
@@ -67,29 +68,6 @@ DEFAULT_TOLERANCE = 10.0 * unit.kilojoule_per_mole / unit.nanometer
 MAX_BOND_NM = 0.3
 _CUTOFF_MARGIN_NM = 0.2
 _COPY_GAP_MARGIN_NM = 0.5
-
-
-def _openmm_topology(topology) -> app.Topology:
-    if hasattr(topology, "to_openmm"):
-        return topology.to_openmm()
-    if not isinstance(topology, app.Topology):
-        raise TypeError(f"topology must be an OpenMM or mdtraj Topology; got {type(topology).__name__}")
-    return topology
-
-
-def _frames_nm(frames) -> np.ndarray:
-    if hasattr(frames, "xyz") and hasattr(frames, "topology"):
-        frames = frames.xyz
-    if unit.is_quantity(frames):
-        if not frames.unit.is_compatible(unit.nanometer):
-            raise TypeError(f"frames must be lengths; got unit {frames.unit}")
-        frames = frames.value_in_unit(unit.nanometer)
-    xyz = np.array(frames, dtype=np.float64)
-    if xyz.ndim == 2:
-        xyz = xyz[None]
-    if xyz.ndim != 3 or xyz.shape[-1] != 3:
-        raise ValueError(f"frames must have shape [frames, atoms, 3] (nm); got {xyz.shape}")
-    return xyz
 
 
 def replicate_topology(topology: app.Topology, copies: int) -> app.Topology:
@@ -195,7 +173,7 @@ class Relaxer:
     def __init__(self, topology, positions, *, implicit: str | None = None, restraint_k=DEFAULT_RESTRAINT_K,
                  tolerance=DEFAULT_TOLERANCE, max_iterations: int = 0, release_rounds: int = 3,
                  batch_size: int = 64, platform="CPU", threads: int | None = 1, properties: dict | None = None):
-        topology = _openmm_topology(topology)
+        topology = as_openmm_topology(topology)
         if topology.getNumChains() != 1:
             raise ValueError(f"the topology has {topology.getNumChains()} chains: a Relaxer is for one molecule. "
                              "Relax the chains of a K-chain walk as separate frames (reshape [F, K·n, 3] "
@@ -223,7 +201,7 @@ class Relaxer:
         self.properties = {**defaults, **(properties or {})}
 
         input_atoms = list(topology.atoms())
-        xyz = _frames_nm(positions)[0]
+        xyz = frames_nm(positions)[0]
         if xyz.shape != (len(input_atoms), 3) or not np.isfinite(xyz).all():
             raise ValueError(f"positions must be {len(input_atoms)} finite atoms (nm); got shape {xyz.shape}")
         self.input_has_hydrogens = any(not is_heavy_atom(atom) for atom in input_atoms)
@@ -446,7 +424,7 @@ class Relaxer:
         """Relax frames [F, n, 3] (nm, or a quantity, or an mdtraj Trajectory): n the input topology's
         heavy atoms (hydrogens placed here) or, for an all-atom input topology, all of its atoms
         (their hydrogens kept as the start). Returns a :class:`RelaxResult` with every frame."""
-        xyz = _frames_nm(frames)
+        xyz = frames_nm(frames)
         count = len(xyz)
         if xyz.shape[1] == self.n_input_heavy:
             heavy = xyz

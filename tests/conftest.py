@@ -45,3 +45,16 @@ def md_root(tmp_path_factory):
 
 def positions_nm(simulation):
     return simulation.context.getState(getPositions=True).getPositions(asNumpy=True).value_in_unit(unit.nanometer)
+
+
+def random_network(kind: str = "direct", seed: int = 0, config=None, sigma: float = 0.04):
+    """A small e3nn denoiser (direct or energy) with random weights and a unit output gain: a generic,
+    not freshly-initialised, network."""
+    from openmm_jamun.model.network import NetworkConfig, build_denoiser
+
+    torch.manual_seed(seed)
+    config = config or NetworkConfig(hidden_scalars=16, hidden_vectors=4, num_layers=2)
+    denoiser = build_denoiser(kind, config, sigma, 0.2)
+    with torch.no_grad():
+        denoiser.net.output_gain.fill_(1.0)
+    return denoiser.eval()

@@ -9,21 +9,18 @@ import torch
 from e3nn import o3
 from openmm import app, unit
 
+from conftest import random_network
+
 import openmm_jamun as oj
 from openmm_jamun.data.build import build_peptide, write_pdb
 from openmm_jamun.model import DenoiserContractError, load_denoiser
 from openmm_jamun.model.export import export_denoiser, load_checkpoint, save_checkpoint
 from openmm_jamun.model.featurize import RESIDUES, featurize
-from openmm_jamun.model.network import Denoiser, NetworkConfig, chain_edges, graph_edges
+from openmm_jamun.model.network import NetworkConfig, chain_edges, graph_edges
 
 
 def random_denoiser(seed=0, config=None):
-    torch.manual_seed(seed)
-    config = config or NetworkConfig(hidden_scalars=16, hidden_vectors=4, num_layers=2)
-    denoiser = Denoiser(config, 0.04, 0.2)
-    with torch.no_grad():
-        denoiser.net.output_gain.fill_(1.0)  # a generic, not freshly-initialised, network
-    return denoiser.eval()
+    return random_network("direct", seed, config)
 
 
 @pytest.fixture(scope="module")

@@ -10,7 +10,7 @@ from e3nn import o3
 from openmm import unit
 
 import openmm_jamun as oj
-from conftest import BACKENDS
+from conftest import BACKENDS, random_network
 from openmm_jamun.data.build import build_peptide
 from openmm_jamun.model import DenoiserContractError, load_denoiser
 from openmm_jamun.model.export import export_denoiser, load_checkpoint, save_checkpoint
@@ -21,11 +21,7 @@ SIGMA = 0.04
 
 
 def random_energy_denoiser(seed=0):
-    torch.manual_seed(seed)
-    denoiser = EnergyDenoiser(NetworkConfig(hidden_scalars=16, hidden_vectors=4, num_layers=2), SIGMA, 0.2)
-    with torch.no_grad():
-        denoiser.net.output_gain.fill_(1.0)  # a generic, not freshly-initialised, network
-    return denoiser.eval()
+    return random_network("energy", seed, sigma=SIGMA)
 
 
 @pytest.fixture(scope="module")

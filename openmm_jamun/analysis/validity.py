@@ -59,7 +59,7 @@ CHECKS = ("bonds", "clashes", "chirality", "peptide_bonds")
 _FRAME_BLOCK = 4096  # frames per block in the pair-distance computations (bounds memory)
 
 
-def _openmm_topology(topology) -> app.Topology:
+def as_openmm_topology(topology) -> app.Topology:
     if hasattr(topology, "to_openmm"):  # an mdtraj Topology
         return topology.to_openmm()
     if not isinstance(topology, app.Topology):
@@ -67,7 +67,7 @@ def _openmm_topology(topology) -> app.Topology:
     return topology
 
 
-def _xyz_nm(frames) -> np.ndarray:
+def frames_nm(frames) -> np.ndarray:
     """[F, N, 3] float64 nm from an mdtraj Trajectory, an array (nm) or an openmm.unit quantity."""
     if hasattr(frames, "xyz") and hasattr(frames, "topology"):
         frames = frames.xyz
@@ -75,7 +75,7 @@ def _xyz_nm(frames) -> np.ndarray:
         if not frames.unit.is_compatible(unit.nanometer):
             raise TypeError(f"frames must be lengths; got unit {frames.unit}")
         frames = frames.value_in_unit(unit.nanometer)
-    xyz = np.asarray(frames, dtype=np.float64)
+    xyz = np.array(frames, dtype=np.float64)  # a copy: callers may change it
     if xyz.ndim == 2:
         xyz = xyz[None]
     if xyz.ndim != 3 or xyz.shape[-1] != 3:
@@ -95,7 +95,7 @@ def equilibrium_bonds(topology, positions=None) -> tuple[np.ndarray, np.ndarray]
     all-atom template from ``add_hydrogens(topology, positions)`` (``positions``: any frame of the
     molecule, nm or a quantity) and keeps the template's bonds between the atoms it has.
     Raises ValueError when amber14 has no template for a residue."""
-    topology = _openmm_topology(topology)
+    topology = as_openmm_topology(topology)
     atoms = list(topology.atoms())
     if any(not is_heavy_atom(atom) for atom in atoms):
         template = topology
@@ -103,7 +103,7 @@ def equilibrium_bonds(topology, positions=None) -> tuple[np.ndarray, np.ndarray]
         if positions is None:
             raise ValueError("a topology without hydrogens needs positions (any frame of the molecule) to build "
                              "its all-atom template for the force field's bond lengths")
-        xyz = _xyz_nm(positions)[0]
+        xyz = frames_nm(positions)[0]
         if xyz.shape != (len(atoms), 3) or not np.isfinite(xyz).all():
             raise ValueError(f"template positions must be {len(atoms)} finite atoms; got shape {xyz.shape}")
         template = add_hydrogens(topology, xyz * unit.nanometer).topology
@@ -149,7 +149,7 @@ class ValidityChecker:
     def __init__(self, topology, positions=None):
 
 
-        self.topology = _openmm_topology(topology)
+        self.topology = as_openmm_topology(topology)
         atoms = list(self.topology.atoms())
         self.n_atoms = len(atoms)
         self.bonds, self.r0 = equilibrium_bonds(self.topology, positions)
@@ -206,7 +206,7 @@ class ValidityChecker:
         return np.array(quads, dtype=np.int64).reshape(-1, 4), labels
 
     def __call__(self, frames) -> dict:
-        xyz = _xyz_nm(frames)
+        xyz = frames_nm(frames)
         if xyz.shape[1] != self.n_atoms:
             raise ValueError(f"frames have {xyz.shape[1]} atoms; the topology has {self.n_atoms}")
         finite = np.isfinite(xyz).all(axis=(1, 2))
@@ -256,13 +256,13 @@ def frame_validity(frames, topology=None, checker: ValidityChecker | None = None
 
     Pass a ``checker`` to reuse its set-up across calls; without one, a heavy-atom topology's
     all-atom template is built on the first finite frame."""
-    xyz = _xyz_nm(frames)
+    xyz = frames_nm(frames)
     if checker is None:
         if topology is None:
             if not hasattr(frames, "topology"):
                 raise ValueError("give the topology of plain coordinate frames")
             topology = frames.topology
-        topology = _openmm_topology(topology)
+        topology = as_openmm_topology(topology)
         if xyz.shape[1] != topology.getNumAtoms():
             raise ValueError(f"frames have {xyz.shape[1]} atoms; the topology has {topology.getNumAtoms()}")
         finite = np.nonzero(np.isfinite(xyz).all(axis=(1, 2)))[0]

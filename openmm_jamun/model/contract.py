@@ -195,20 +195,18 @@ def load_denoiser(source, strict: bool | None = None) -> tuple[torch.jit.ScriptM
         raise DenoiserContractError(
             f"denoiser must be a path to a TorchScript file or a torch.jit.ScriptModule; got {type(source).__name__}"
         )
-    checked = _CHECKED.get(module) if strict is None else None
-    if checked is not None:
-        return module, checked
     info = check_denoiser(module, where, strict=strict)
-    module.eval()
-    check_forward(module, info, where)
-    if strict is None:
-        _CHECKED[module] = info
+    if _FORWARD_CHECKED.get(module) != info:
+        module.eval()
+        check_forward(module, info, where)
+        _FORWARD_CHECKED[module] = info
     return module, info
 
 
-#: Modules already checked (with the default strictness): the sampler hands one denoiser to the
-#: System, the force and the reporter, and each would check it again (a forward pass each time).
-_CHECKED: "weakref.WeakKeyDictionary[torch.jit.ScriptModule, DenoiserInfo]" = weakref.WeakKeyDictionary()
+#: Modules whose forward pass was checked, with what they declared then: the sampler hands one
+#: denoiser to the System, the force and the reporter, and each would run a test forward again.
+#: (The declarations are cheap and read every time, so a module changed since is checked anew.)
+_FORWARD_CHECKED: "weakref.WeakKeyDictionary[torch.jit.ScriptModule, DenoiserInfo]" = weakref.WeakKeyDictionary()
 
 
 def module_to_bytes(module: torch.jit.ScriptModule) -> bytes:
