@@ -2,8 +2,8 @@
 
 For each peptide: ``jamun sample --raw`` (K chains, N steps, seed 0, one thread), then ``jamun analyze``
 against the peptide's reference MD with ``--model`` (which also jumps σ-noised reference frames: the
-denoiser's error apart from the walk's). Prints a Markdown table per measure, the one the model card
-shows, and writes every figure to ``OUT/evaluation.json``. A finished sample run is reused, so an
+denoiser's error apart from the walk's). Prints the model card's Markdown tables and writes every
+figure to ``OUT/evaluation.json``. A finished sample run and its analysis are reused, so an
 interrupted evaluation continues where it stopped.
 
     python benchmarks/evaluate_model.py --references references/capped_2aa --out runs/eval \\
@@ -111,7 +111,11 @@ def main():
             sys.exit(f"error: no reference MD for {peptide} in {args.references} (jamun md {peptide} --out {reference})")
         out = os.path.join(args.out, peptide)
         run = sample(peptide, out, args)
-        result = analyze(out, reference, os.path.join(out, "analysis"), model=args.model)
+        analysis = os.path.join(out, "analysis", "analysis.json")
+        if os.path.isfile(analysis) and os.path.getmtime(analysis) > os.path.getmtime(os.path.join(out, "run.json")):
+            result = read_json(analysis)  # this run's analysis, finished before an interruption
+        else:
+            result = analyze(out, reference, os.path.join(out, "analysis"), model=args.model)
         rows[peptide] = figures(run, result, read_json(os.path.join(reference, "md.json"))["length_ns"])
         print(f"{peptide}: done ({time.time() - start:.0f} s)", flush=True)
     write_json(os.path.join(args.out, "evaluation.json"),
