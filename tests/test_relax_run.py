@@ -42,9 +42,12 @@ def test_relax_resumes_after_the_last_whole_frame(relaxed_run):
     assert main(["relax", str(relaxed_run.directory), "--quiet"]) == 0
     after = mdtraj.load(relaxed_run.relaxed, top=relaxed_run.relaxed_topology).xyz
     assert after.shape == before.shape
-    # the same batches again; a fresh CPU Context sums forces in another order, so to minimiser precision
-    np.testing.assert_allclose(after, before, atol=5e-3)  # within 0.05 Å: the minimiser stops at 10 kJ/mol/nm
-    assert np.abs(after - before)[:2].max() == 0  # the first batch was kept, not relaxed again
+    # The first batch is kept as it was; the second is relaxed again from the same start in the same batch.
+    # A fresh CPU Context sums forces in another order, so the heavy atoms (restrained) agree to the
+    # minimiser's precision, and methyl hydrogens (free rotors) may stop elsewhere.
+    assert np.abs(after - before)[:2].max() == 0
+    heavy = [a.index for a in mdtraj.load_topology(relaxed_run.relaxed_topology).atoms if a.element.symbol != "H"]
+    np.testing.assert_allclose(after[:, heavy], before[:, heavy], atol=5e-3)
     assert json.loads(open(relaxed_run.record).read())["relaxation"]["relaxed"]["frames"] == 8
     for change, match in ((["--implicit", "gbn2"], "implicit 'gbn2'"), (["--batch", "8"], "batch_size 8")):
         with pytest.raises(SystemExit, match=match):
