@@ -86,7 +86,7 @@ def test_md_writes_frames_sidecar_and_resumes(md_root, tmp_path):
         run_md("A", str(out), ns=0.03, equilibration=100 * unit.picosecond, threads=1, progress=False)
     with pytest.raises(ValueError, match="holds MD of"):
         run_md("G", str(out), ns=0.03, threads=1, progress=False)
-    with pytest.raises(ValueError, match="seed 5 \(the run has 2\)"):
+    with pytest.raises(ValueError, match=r"seed 5 \(the run has 2\)"):
         run_md("A", str(out), ns=0.03, seed=5, threads=1, progress=False)
     run_md("A", str(out), ns=0.02, seed=2, threads=1, progress=False)  # its own seed, given again: fine
     assert mdtraj.load(str(out / "traj.xtc"), top=str(out / "topology.pdb")).n_frames == 20
