@@ -20,7 +20,7 @@ from tqdm import tqdm
 from .analysis.validity import CHECKS, ValidityChecker, frame_validity
 from .records import RunFiles, check_same_settings, read_json, write_json
 from .relax import Relaxer, replicate_topology
-from .trajectory import truncate_trajectory
+from .trajectory import dcd_frame_count, truncate_trajectory
 
 
 def _empty_counts() -> dict:
@@ -44,10 +44,7 @@ def relaxed_frames_done(files: RunFiles) -> int:
     """Whole frames already in ``relaxed.dcd`` (0 when there is none)."""
     if not (os.path.isfile(files.relaxed) and os.path.isfile(files.relaxed_topology)):
         return 0
-    if os.path.getsize(files.relaxed) == 0:
-        return 0
-    with mdtraj.formats.DCDTrajectoryFile(files.relaxed) as handle:
-        return len(handle)
+    return dcd_frame_count(files.relaxed)
 
 
 def relax_samples(run_dir, *, implicit: str | None = None, batch_size: int | None = None, threads: int | None = 1,
@@ -123,7 +120,6 @@ def relax_samples(run_dir, *, implicit: str | None = None, batch_size: int | Non
         relaxation = _summary(batches, chains)
         relaxation.update(settings=settings, batches=batches, trajectory=os.path.basename(files.relaxed),
                           topology=os.path.basename(files.relaxed_topology))
-        record = read_json(files.record)
         record["relaxation"] = relaxation
         write_json(files.record, record)
     return relaxation

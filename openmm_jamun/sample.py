@@ -31,7 +31,6 @@ from .relax_run import relax_samples
 from .records import CHECKPOINT, RUN, TOPOLOGY, RunFiles, check_same_settings, read_json, write_json
 from .force import check_walk
 from .integrator import AcceptanceStateDataReporter, JamunIntegrator
-from .model.contract import load_denoiser
 from .reporter import JumpReporter
 from .simulation import WalkSimulation, create_walk_simulation
 from .trajectory import truncate_trajectory
@@ -169,7 +168,7 @@ def run_sampling(source: str, out: str, model: str | None = None, steps: int = 1
     card = model_card(model_path)
     untrained, length = warn_if_untrained(model_path, card, topology)
     denoiser = denoiser_for(model_path, topology, chains)
-    integrator = JamunIntegrator(sigma=load_denoiser(denoiser)[1].sigma, metropolis=settings["metropolis"])
+    integrator = JamunIntegrator(sigma=float(denoiser.sigma), metropolis=settings["metropolis"])
     integrator.setRandomNumberSeed(settings["seed"] + 1)
     simulation = create_walk_simulation(topology, positions, denoiser, chains=chains, platform=settings["platform"],
                                         threads=threads, backend=backend, seed=settings["seed"], integrator=integrator)

@@ -42,6 +42,14 @@ def _dcd_layout(handle):
     return header, frame, max(size - header, 0) // frame
 
 
+def dcd_frame_count(path) -> int:
+    """Whole frames in a DCD file written by OpenMM's DCDFile (0 for an empty file)."""
+    if os.path.getsize(path) == 0:
+        return 0
+    with open(path, "rb") as handle:
+        return _dcd_layout(handle)[2]
+
+
 def _copy_head(path, tmp, nbytes):
     with open(path, "rb") as source, open(tmp, "wb") as target:
         target.write(source.read(nbytes))
