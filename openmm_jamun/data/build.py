@@ -14,6 +14,7 @@ thread (with several, OpenMM's CPU platform sums forces in an order that depends
 
 from __future__ import annotations
 
+import functools
 import io
 import random
 from contextlib import contextmanager
@@ -118,9 +119,19 @@ def build_peptide(sequence: str, caps: bool = True, minimize: bool = True, ph: f
 
     ``build_peptide("AD")`` gives ACE-ALA-ASP-NME, minimised with amber14 + GBn2.
     Deterministic: the same arguments give bit-identical positions (see the module docstring);
-    the caller's Python ``random`` state is left as it was.
+    the caller's Python ``random`` state is left as it was. A build is kept for the life of the
+    process (placing hydrogens and minimising on the Reference platform takes seconds); each call
+    returns its own Topology and positions, which the caller may change.
     """
-    seq = check_sequence(sequence)
+    topology, xyz = _built_peptide(check_sequence(sequence), bool(caps), bool(minimize), float(ph))
+    copy = app.Modeller(app.Topology(), [] * unit.nanometer)
+    copy.add(topology, xyz * unit.nanometer)  # Modeller.add copies chains, residues, atoms and bonds
+    return copy.topology, xyz.copy() * unit.nanometer
+
+
+@functools.lru_cache(maxsize=64)
+def _built_peptide(seq: str, caps: bool, minimize: bool, ph: float):
+    """(Topology, positions [n, 3] nm) of :func:`build_peptide`, built once per arguments."""
     pdb = app.PDBFile(io.StringIO(_heavy_atom_pdb(seq, caps)))
     ff = forcefield()
     modeller = add_hydrogens(pdb.topology, pdb.positions, ph)
@@ -132,8 +143,9 @@ def build_peptide(sequence: str, caps: bool = True, minimize: bool = True, ph: f
         context.setPositions(positions)
         openmm.LocalEnergyMinimizer.minimize(context, 1.0, 2000)
         positions = context.getState(getPositions=True).getPositions(asNumpy=True)
-    positions = np.asarray(unit.Quantity(positions).value_in_unit(unit.nanometer)) * unit.nanometer
-    return modeller.topology, positions
+    xyz = np.array(unit.Quantity(positions).value_in_unit(unit.nanometer), dtype=np.float64)
+    xyz.setflags(write=False)
+    return modeller.topology, xyz
 
 
 def write_pdb(path, topology, positions) -> None:
