@@ -84,7 +84,7 @@ def cmd_md(args) -> int:
     from .data.md import run_md
 
     record = run_md(args.peptide, args.out, ns=args.ns, caps=not args.uncapped, seed=args.seed,
-                    platform=args.platform, threads=args.threads,
+                    platform=args.platform, threads=args.threads, trajectory_atoms=args.atoms,
                     equilibration=None if args.equilibration_ps is None else args.equilibration_ps * unit.picosecond)
     print(f"{record['length_ns']} ns of {record['name']} in {record['wall_time_s']} s "
           f"({record['ns_per_day']} ns/day) -> {args.out}")
@@ -114,8 +114,8 @@ def cmd_sample(args) -> int:
                           backend=args.backend, seed=args.seed, progress=not args.quiet, relax=not args.raw,
                           implicit=args.implicit, metropolis=args.metropolis)
     print(f"{record['frames']} clean frames x {record['chains']} chain(s) of {record['name']} in "
-          f"{record['wall_time_s']} s ({record['steps_per_s']} steps/s); every bond within 0.2 Å of the input "
-          f"structure's in {1 - record['validity']['broken_bond_fraction']:.0%} of them -> {args.out}/samples.dcd"
+          f"{record['wall_time_s']} s ({record['steps_per_s']} steps/s); raw jumps valid {record['validity']['valid_fraction']:.1%} "
+          f"-> {args.out}/samples.dcd"
           + (f", {record['ramachandran']}" if record.get("ramachandran") else ""))
     if "relaxation" in record:
         _print_relaxation(record["relaxation"], args.out)
@@ -153,7 +153,7 @@ def cmd_analyze(args) -> int:
           f"{_num(torsion['mean_backbone_1d'])}; side-chain 1-D {_num(torsion['mean_sidechain_1d'])}; "
           f"TIC0 {_num(result['tica']['jsd_tic0'])}; states {_num(result['msm']['jsd_states'])} "
           f"({result['msm']['sample_outside_fraction']:.0%} of samples outside the reference's); "
-          f"invalid frames {result['validity']['invalid_fraction']:.3f} -> {args.out}/analysis.json")
+          f"valid frames {result['validity']['valid_fraction']:.1%} -> {args.out}/analysis.json")
     print(f"the reference against itself (half vs half): phi/psi 2-D {_num(floor['mean_phi_psi_2d'])}; backbone 1-D "
           f"{_num(floor['mean_backbone_1d'])}; side-chain 1-D {_num(floor['mean_sidechain_1d'])}; "
           f"TIC0 {_num(floor['jsd_tic0'])}")
@@ -161,13 +161,13 @@ def cmd_analyze(args) -> int:
         relaxed = result["relaxed"]
         print(f"relaxed samples: backbone 1-D {_num(relaxed['torsions']['mean_backbone_1d'])} (raw "
               f"{_num(torsion['mean_backbone_1d'])}); phi/psi 2-D {_num(relaxed['torsions']['mean_phi_psi_2d'])}; "
-              f"valid {relaxed['validity']['valid_fraction']:.1%} (raw {result['raw_validity']['valid_fraction']:.1%}); "
+              f"valid {relaxed['validity']['valid_fraction']:.1%} (raw {result['validity']['valid_fraction']:.1%}); "
               f"heavy atoms moved {10 * relaxed['rms_shift_nm']:.2f} A RMS")
     if "reference_jump" in result:
         jump = result["reference_jump"]
         print(f"jump of {jump['frames']} noised reference frames: phi/psi JSD {_num(jump['torsions']['mean_phi_psi_2d'])}; "
-              f"backbone 1-D {_num(jump['torsions']['mean_backbone_1d'])}; invalid frames "
-              f"{jump['validity']['invalid_fraction']:.3f}; RMS error {10 * jump['rms_error_nm']:.2f} A "
+              f"backbone 1-D {_num(jump['torsions']['mean_backbone_1d'])}; valid frames "
+              f"{jump['validity']['valid_fraction']:.1%}; RMS error {10 * jump['rms_error_nm']:.2f} A "
               f"(noise {10 * jump['noise_rms_nm']:.2f} A); score asymmetry |D-D^T|/|D+D^T| "
               f"{jump['score_asymmetry']['mean']:.3f} (0 for a gradient field)")
     return 0
@@ -221,6 +221,8 @@ def build_parser() -> argparse.ArgumentParser:
                     help="production length in ns (default 10); more than a finished run's extends it")
     md.add_argument("--out", required=True, help="output directory (traj.xtc, topology.pdb, md.json, md.chk)")
     md.add_argument("--uncapped", action="store_true", help="zwitterionic termini instead of ACE/NME caps")
+    md.add_argument("--atoms", choices=["all", "heavy"], default=None,
+                    help="atoms in traj.xtc (default all; heavy: what a JAMUN model trains on, half the size)")
     md.add_argument("--seed", type=int, default=None,
                     help="seed of the velocities and the thermostat (default 0; a resumed run keeps its own)")
     md.add_argument("--platform", default=None, help="OpenMM platform (default CPU)")

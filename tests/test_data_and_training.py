@@ -37,13 +37,28 @@ def test_build_peptide_is_reproducible_and_leaves_the_callers_random_alone():
     caller's state, so two builds are bit-identical whatever the caller's random state, and the
     caller's random stream continues as if no build had run (unseeded, two builds of AA differed
     by 0.18 nm at hydrogens and 0.0017 nm at heavy atoms)."""
+    from openmm_jamun.data.build import _built_peptide
+
+    _built_peptide.cache_clear()  # really build twice
     random.seed(123)
     expected_next = random.Random(123).random()
     _, first = build_peptide("AA")
     assert random.random() == expected_next  # the caller's stream is untouched
     random.seed(999)
+    _built_peptide.cache_clear()
     _, second = build_peptide("AA")
     np.testing.assert_array_equal(first.value_in_unit(unit.nanometer), second.value_in_unit(unit.nanometer))
+
+
+def test_a_kept_build_is_not_shared_with_its_callers():
+    """build_peptide keeps its builds for the process: what one caller changes, the next does not see."""
+    topology, positions = build_peptide("AA")
+    atoms = topology.getNumAtoms()
+    topology.addChain()
+    positions[0] = [9.0, 9.0, 9.0] * unit.nanometer
+    again_topology, again = build_peptide("AA")
+    assert again_topology is not topology and again_topology.getNumChains() == 1
+    assert again_topology.getNumAtoms() == atoms and not np.allclose(again[0].value_in_unit(unit.nanometer), 9.0)
 
 
 def test_md_with_the_same_seed_gives_identical_frames(tmp_path):
@@ -91,6 +106,27 @@ def test_md_writes_frames_sidecar_and_resumes(md_root, tmp_path):
     run_md("A", str(out), ns=0.02, seed=2, threads=1, progress=False)  # its own seed, given again: fine
     assert mdtraj.load(str(out / "traj.xtc"), top=str(out / "topology.pdb")).n_frames == 20
 
+
+
+def test_md_can_store_heavy_atoms_only_and_resumes_so(tmp_path):
+    """trajectory_atoms="heavy" (how the training set is stored): a heavy-atom XTC the loaders read,
+    an all-atom checkpoint that resumes, and the same frames' heavy atoms as an all-atom run."""
+    from openmm_jamun.data.md import load_md_frames
+
+    kwargs = dict(seed=4, threads=1, equilibration=1 * unit.picosecond, progress=False, chunk_frames=5)
+    run_md("A", str(tmp_path / "all"), ns=0.01, **kwargs)
+    run_md("A", str(tmp_path / "heavy"), ns=0.005, trajectory_atoms="heavy", **kwargs)
+    run_md("A", str(tmp_path / "heavy"), ns=0.01, **kwargs)  # resumes with the run's own choice
+    heavy = load_md_frames(str(tmp_path / "heavy"))
+    assert heavy.n_frames == 10 and heavy.n_atoms == 10
+    assert mdtraj.load_topology(str(tmp_path / "heavy" / "topology.pdb")).n_atoms == 22
+    np.testing.assert_allclose(heavy.xyz, load_md_frames(str(tmp_path / "all")).xyz, atol=2e-3)
+    with pytest.raises(ValueError, match="heavy atoms only"):
+        load_md_frames(str(tmp_path / "heavy"), heavy_atoms_only=False)
+    with pytest.raises(ValueError, match="trajectory_atoms 'all'"):
+        run_md("A", str(tmp_path / "heavy"), ns=0.02, trajectory_atoms="all", **kwargs)
+    with pytest.raises(ValueError, match="trajectory_atoms must be one of"):
+        run_md("A", str(tmp_path / "x"), ns=0.01, trajectory_atoms="backbone", **kwargs)
 
 def test_dataset_split_by_peptide_and_A(md_root):
     names = find_peptides(str(md_root))

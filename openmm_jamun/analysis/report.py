@@ -10,11 +10,11 @@ import mdtraj
 import numpy as np
 
 from ..model.registry import denoiser_for, resolve_model
-from ..data.md import TOPOLOGY_FILE, TRAJECTORY_FILE
+from ..data.md import TOPOLOGY_FILE, TRAJECTORY_FILE, load_md_frames
 from ..records import RELAXED, RELAXED_TOPOLOGY, SAMPLES, TOPOLOGY, write_json
 from ..topology import heavy_atom_slice
-from .ensemble import bond_lengths, chemical_validity, compare_ensembles, jump_of_reference, score_asymmetry
-from .validity import frame_validity, validity_summary
+from .ensemble import compare_ensembles, jump_of_reference, score_asymmetry
+from .validity import ValidityChecker, frame_validity, validity_summary
 from .plots import ramachandran, state_probabilities, tica_densities
 from .torsions import backbone_pairs, split_chains, torsion_jsds, torsions
 
@@ -23,6 +23,8 @@ def load_heavy(path: str, topology: str | None = None):
     """A heavy-atom trajectory from a `jamun sample` run dir, a `jamun md` dir, or a trajectory file.
     K-chain sample runs are pooled into one chain."""
     p = Path(path)
+    if p.is_dir() and not (p / SAMPLES).is_file() and (p / TRAJECTORY_FILE).is_file():
+        return split_chains(load_md_frames(str(p)))
     if p.is_dir():
         for traj_name, top_name in ((SAMPLES, TOPOLOGY), (TRAJECTORY_FILE, TOPOLOGY_FILE)):
             if (p / traj_name).is_file():
@@ -67,6 +69,9 @@ def analyze(samples: str, reference: str, out: str, lag: int = 10, states: int =
         model_path = resolve_model(model)
         denoiser = denoiser_for(model_path, ref_traj.topology.to_openmm(), chains=1)
     result = compare_ensembles(sample_traj, ref_traj, lag=lag, states=states)
+    # one validity definition for every frame set; the reference's first frame is the all-atom template
+    checker = ValidityChecker(ref_traj.topology, ref_traj.xyz[0])
+    result["validity"] = validity_summary(frame_validity(sample_traj, checker=checker))
     projections = result.pop("_projections")
     os.makedirs(out, exist_ok=True)
     result["plots"] = {
@@ -85,13 +90,12 @@ def analyze(samples: str, reference: str, out: str, lag: int = 10, states: int =
         result["relaxed"] = {"frames": int(relaxed.n_frames), "torsions": torsion_jsds(relaxed[finite], ref_traj),
                              "rms_shift_nm": float(shift.mean()) if len(shift) else None,
                              "validity": validity_summary(frame_validity(relaxed_all_atom(samples)))}
-        result["raw_validity"] = validity_summary(frame_validity(sample_traj))
     if denoiser is not None:
         jumped, rms_error = jump_of_reference(denoiser, ref_traj, max_frames=jump_frames)
         result["reference_jump"] = {
             "model": str(model_path), "frames": int(jumped.n_frames), "sigma_nm": float(denoiser.sigma),
             "rms_error_nm": rms_error, "noise_rms_nm": float(denoiser.sigma) * 3**0.5,
-            "torsions": torsion_jsds(jumped, ref_traj), "validity": chemical_validity(jumped, bond_lengths(ref_traj)),
+            "torsions": torsion_jsds(jumped, ref_traj), "validity": validity_summary(frame_validity(jumped, checker=checker)),
             "score_asymmetry": score_asymmetry(denoiser, ref_traj)}
     write_json(os.path.join(out, "analysis.json"), _strict_json(result), allow_nan=False)
     return result

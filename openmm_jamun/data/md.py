@@ -19,12 +19,14 @@ from openmm import app, unit
 
 from ..platforms import get_platform
 from ..records import check_same_settings, read_json, write_json
-from ..topology import heavy_atom_slice
+from ..topology import heavy_atom_indices, heavy_atom_slice
 from ..trajectory import truncate_trajectory
 from .build import FORCE_FIELD_FILES, add_hydrogens, build_peptide, forcefield, peptide_name, write_pdb
 
 TOPOLOGY_FILE = "topology.pdb"
 TRAJECTORY_FILE = "traj.xtc"
+#: Which atoms ``traj.xtc`` holds (``md.json``'s "trajectory_atoms").
+TRAJECTORY_ATOMS = ("all", "heavy")
 CHECKPOINT_FILE = "md.chk"
 SIDECAR_FILE = "md.json"
 
@@ -49,8 +51,8 @@ def _check_resume(out_dir, record, structure, caps, seed, requested: dict):
 def run_md(structure: str, out_dir: str, ns: float = 10.0, *, caps: bool = True, seed: int | None = None,
            temperature=300 * unit.kelvin, timestep=2 * unit.femtosecond, friction=1 / unit.picosecond,
            frame_interval=1 * unit.picosecond, equilibration=None,
-           platform: str | None = None, threads: int | None = None, progress: bool = True,
-           chunk_frames: int = 100) -> dict:
+           trajectory_atoms: str | None = None, platform: str | None = None, threads: int | None = None,
+           progress: bool = True, chunk_frames: int = 100) -> dict:
     """Run (or resume) reference MD of a peptide sequence or PDB file into ``out_dir``.
 
     A directory that holds a checkpoint is resumed, and a larger ``ns`` extends a finished run.
@@ -59,10 +61,17 @@ def run_md(structure: str, out_dir: str, ns: float = 10.0, *, caps: bool = True,
     friction, frame interval, equilibration, seed, or another peptide) is an error, not a trajectory
     that silently changes physics or loses frames. ``seed`` None: 0 for a new run, the run's own on resume.
 
+``trajectory_atoms`` is ``"all"`` (default for a new run) or ``"heavy"``: the heavy atoms are all a
+JAMUN model trains on, and a heavy-atom XTC is about half the size, which is how the training set is
+stored in the repository. ``topology.pdb`` and the checkpoint stay all-atom either way, so the run
+resumes and extends; :func:`load_md_frames` reads both kinds.
+
     Returns the sidecar record (also written to ``out_dir/md.json``).
     """
     if ns <= 0:
         raise ValueError(f"ns must be positive; got {ns}")
+    if trajectory_atoms not in (None, *TRAJECTORY_ATOMS):
+        raise ValueError(f"trajectory_atoms must be one of {TRAJECTORY_ATOMS}; got {trajectory_atoms!r}")
     os.makedirs(out_dir, exist_ok=True)
     top_path = os.path.join(out_dir, TOPOLOGY_FILE)
     xtc_path = os.path.join(out_dir, TRAJECTORY_FILE)
@@ -74,7 +83,8 @@ def run_md(structure: str, out_dir: str, ns: float = 10.0, *, caps: bool = True,
                  "timestep_fs": timestep.value_in_unit(unit.femtosecond),
                  "friction_per_ps": friction.value_in_unit(unit.picosecond**-1),
                  "frame_interval_ps": frame_interval.value_in_unit(unit.picosecond),
-                 "equilibration_ps": None if equilibration is None else equilibration.value_in_unit(unit.picosecond)}
+                 "equilibration_ps": None if equilibration is None else equilibration.value_in_unit(unit.picosecond),
+                 "trajectory_atoms": trajectory_atoms}
     if resuming:
         pdb = app.PDBFile(top_path)
         topology, positions = pdb.topology, pdb.positions
@@ -83,6 +93,8 @@ def run_md(structure: str, out_dir: str, ns: float = 10.0, *, caps: bool = True,
         seed = record.get("seed", 0 if seed is None else seed)
         if equilibration is None and "equilibration_ps" in record:
             equilibration = record["equilibration_ps"] * unit.picosecond
+        if trajectory_atoms is None:
+            trajectory_atoms = record.get("trajectory_atoms", "all")
     else:
         if os.path.isfile(structure):
             pdb = app.PDBFile(structure)
@@ -96,6 +108,8 @@ def run_md(structure: str, out_dir: str, ns: float = 10.0, *, caps: bool = True,
         seed = 0 if seed is None else seed
     if equilibration is None:
         equilibration = DEFAULT_EQUILIBRATION
+    if trajectory_atoms is None:
+        trajectory_atoms = "all"
 
     steps_per_frame = int(round(frame_interval.value_in_unit(unit.femtosecond) / timestep.value_in_unit(unit.femtosecond)))
     equil_steps = int(round(equilibration / timestep))
@@ -125,7 +139,8 @@ def run_md(structure: str, out_dir: str, ns: float = 10.0, *, caps: bool = True,
             os.remove(xtc_path)
 
     append = os.path.isfile(xtc_path)
-    simulation.reporters.append(app.XTCReporter(xtc_path, steps_per_frame, append=append))
+    subset = None if trajectory_atoms == "all" else [int(i) for i in heavy_atom_indices(topology)]
+    simulation.reporters.append(app.XTCReporter(xtc_path, steps_per_frame, append=append, atomSubset=subset))
     record.update({
         "force_field": list(FORCE_FIELD_FILES),
         "solvent": "implicit GBn2",
@@ -141,6 +156,7 @@ def run_md(structure: str, out_dir: str, ns: float = 10.0, *, caps: bool = True,
         "threads": threads,
         "topology": TOPOLOGY_FILE,
         "trajectory": TRAJECTORY_FILE,
+        "trajectory_atoms": trajectory_atoms,
     })
     wall_before = record.get("wall_time_s", 0.0)
     bar = tqdm(total=total_frames, initial=min(done_frames, total_frames), unit="ps", disable=not progress,
@@ -170,10 +186,18 @@ def run_md(structure: str, out_dir: str, ns: float = 10.0, *, caps: bool = True,
 
 
 def load_md_frames(md_dir: str, heavy_atoms_only: bool = True, stride: int = 1):
-    """The MD trajectory of ``md_dir`` as an mdtraj Trajectory (heavy atoms by default)."""
-    traj = mdtraj.load(os.path.join(md_dir, TRAJECTORY_FILE), top=os.path.join(md_dir, TOPOLOGY_FILE),
-                       stride=stride)
-    if heavy_atoms_only:
+    """The MD trajectory of ``md_dir`` as an mdtraj Trajectory (heavy atoms by default).
+
+    A run stored with ``trajectory_atoms="heavy"`` has no hydrogens to give: asking for all atoms is an error."""
+    topology = mdtraj.load_topology(os.path.join(md_dir, TOPOLOGY_FILE))
+    sidecar = os.path.join(md_dir, SIDECAR_FILE)
+    stored = read_json(sidecar).get("trajectory_atoms", "all") if os.path.isfile(sidecar) else "all"
+    if stored == "heavy":
+        if not heavy_atoms_only:
+            raise ValueError(f"{md_dir} stores heavy atoms only (trajectory_atoms 'heavy' in {SIDECAR_FILE})")
+        topology = topology.subset(heavy_atom_indices(topology))
+    traj = mdtraj.load(os.path.join(md_dir, TRAJECTORY_FILE), top=topology, stride=stride)
+    if heavy_atoms_only and stored != "heavy":
         traj = heavy_atom_slice(traj)
     return traj
 
