@@ -52,8 +52,8 @@ def figures(run, result, reference_ns) -> dict:
         "backbone_jsd_reference_floor": floor["mean_backbone_1d"],
         "jump_backbone_jsd": jump["torsions"]["mean_backbone_1d"],
         "walk_minus_jump_backbone_jsd": torsions["mean_backbone_1d"] - jump["torsions"]["mean_backbone_1d"],
-        "invalid_fraction": result["validity"]["invalid_fraction"],
-        "jump_invalid_fraction": jump["validity"]["invalid_fraction"],
+        "valid_fraction": result["validity"]["valid_fraction"],
+        "jump_valid_fraction": jump["validity"]["valid_fraction"],
         "jump_rms_error_nm": jump["rms_error_nm"],
         "score_asymmetry": jump["score_asymmetry"]["mean"],
     }
@@ -70,10 +70,10 @@ WALK_COLUMNS = [
     ("backbone JSD", "backbone_jsd", "f"), ("reference floor", "backbone_jsd_reference_floor", "f"),
     ("side-chain JSD", "sidechain_jsd", "f"), ("φ/ψ JSD (2-D)", "phi_psi_jsd_2d", "f"), ("TIC0 JSD", "tic0_jsd", "f"),
     ("MSM-state JSD", "msm_state_jsd", "f"), ("outside reference states", "outside_reference_states", "%"),
-    ("invalid frames", "invalid_fraction", "%")]
+    ("valid raw jumps", "valid_fraction", "%")]
 JUMP_COLUMNS = [
     ("jump of noised reference frames: backbone JSD", "jump_backbone_jsd", "f"),
-    ("walk minus jump", "walk_minus_jump_backbone_jsd", "f"), ("jump invalid frames", "jump_invalid_fraction", "%"),
+    ("walk minus jump", "walk_minus_jump_backbone_jsd", "f"), ("valid jumps of noised frames", "jump_valid_fraction", "%"),
     ("jump RMS error (Å)", "jump_rms_error_nm", "Å"), ("score asymmetry", "score_asymmetry", "f")]
 
 

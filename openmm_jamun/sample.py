@@ -21,7 +21,7 @@ import torch
 from openmm import app, unit
 from tqdm import tqdm
 
-from .analysis.ensemble import FELL_APART_NM, bond_lengths, chemical_validity
+from .analysis.validity import FELL_APART_NM, ValidityChecker, frame_validity, validity_summary
 from .analysis.plots import ramachandran
 from .analysis.report import load_heavy
 from .analysis.torsions import backbone_pairs, torsions
@@ -237,16 +237,18 @@ FELL_APART_WARNING = 0.05
 
 
 def check_samples(traj, out_path: Path, name: str) -> dict:
-    """Chemical validity of the pooled samples against the bond lengths of the input structure
-    (``topology.pdb``); warns when the walk fell apart, which a model outside its domain does."""
-    start = mdtraj.load(str(out_path / TOPOLOGY))  # the input structure, once per chain
-    validity = chemical_validity(traj, bond_lengths(start.atom_slice(range(traj.n_atoms))))
+    """Chemical validity (:mod:`openmm_jamun.analysis.validity`) of the pooled heavy-atom samples,
+    with the input structure (``topology.pdb``) as the all-atom template; warns when the walk fell
+    apart, which a model outside its domain does."""
+    start = mdtraj.load(str(out_path / TOPOLOGY)).xyz[0, :traj.n_atoms]  # the input structure, chain 1
+    checker = ValidityChecker(traj.topology, start)
+    validity = validity_summary(frame_validity(traj, checker=checker))
     if validity["fell_apart_fraction"] > FELL_APART_WARNING:
         warnings.warn(
             f"{validity['fell_apart_fraction']:.0%} of the samples of {name} have a bond more than "
-            f"{10 * FELL_APART_NM:g} Å off its "
-            "length in the input structure: the walk fell apart, and these frames are not a conformational "
-            "ensemble. The model is likely outside its domain (see its card's training list).", stacklevel=3)
+            f"{10 * FELL_APART_NM:g} Å off its amber14 length: the walk fell apart, and these frames are "
+            "not a conformational ensemble. The model is likely outside its domain (see its card's "
+            "training list).", stacklevel=3)
     return validity
 
 

@@ -68,4 +68,4 @@ def test_analyze_reports_raw_and_relaxed_side_by_side(relaxed_run, tmp_path):
     assert relaxed["frames"] == result["inputs"]["sample_frames"] == 8
     assert 0 < relaxed["rms_shift_nm"] < 0.05
     assert relaxed["torsions"]["mean_backbone_1d"] is not None
-    assert relaxed["validity"]["valid_fraction"] > result["raw_validity"]["valid_fraction"]
+    assert relaxed["validity"]["valid_fraction"] > result["validity"]["valid_fraction"]

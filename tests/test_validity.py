@@ -80,15 +80,22 @@ def test_a_stretched_bond_fails_bonds_only(aa):
 
 def test_a_clash_fails_clashes_only(aa):
     topology, xyz, checker, index = aa
-    # turn ψ of ALA2 (rigidly, about its CA-C bond) until a heavy-atom pair clashes
-    moving = downstream(topology, 2, also=[index[(1, "O")]])
-    for degrees in range(10, 360, 10):
-        frame = rotate_about(xyz, index[(1, "CA")], index[(1, "C")], moving, degrees)
-        validity = checker(frame)
-        if not validity["clashes"][0]:
-            break
+    # turn ψ and φ of the first ALA (rigidly, about its CA-C and N-CA bonds) until a heavy-atom pair clashes
+    psi_moving = downstream(topology, 2, also=[index[(1, "O")]])
+    phi_moving = downstream(topology, 2, also=[a.index for a in topology.atoms()
+                                                if a.residue.index == 1 and a.name not in ("N", "H", "CA")])
+    for psi in range(0, 360, 10):
+        turned = rotate_about(xyz, index[(1, "CA")], index[(1, "C")], psi_moving, psi)
+        for phi in range(10, 360, 10):
+            frame = rotate_about(turned, index[(1, "N")], index[(1, "CA")], phi_moving, phi)
+            validity = checker(frame)
+            if failing(validity) == {"clashes"}:
+                break
+        else:
+            continue
+        break
     else:
-        pytest.fail("no ψ rotation made a clash")
+        pytest.fail("no φ/ψ rotation made a clash")
     assert failing(validity) == {"clashes"}
     assert validity["min_contact_ratio"][0] < CLASH_SCALE
 
@@ -167,3 +174,29 @@ def test_summary_is_json_and_counts_each_failure(aa):
     assert summary["frames"] == 4 and summary["valid_fraction"] == 0.5
     assert summary["failing_fraction"] == {"bonds": 0.0, "clashes": 0.0, "chirality": 0.5, "peptide_bonds": 0.0}
     assert "Bondi" in summary["definition"]["vdw_radii_nm"]
+
+
+def test_summary_counts_frames_that_fell_apart(aa):
+    """A bond 1.5 Å off its length fell apart; 0.5 Å off is broken but has not; NaN frames fell apart too."""
+    topology, xyz, checker, index = aa
+    n, c = index[(3, "N")], index[(3, "C")]
+    direction = (xyz[c] - xyz[n]) / np.linalg.norm(xyz[c] - xyz[n])
+    frames = np.stack([xyz, xyz, xyz, xyz])
+    frames[1, c] += 0.05 * direction
+    frames[2, c] += 0.15 * direction
+    frames[3, 0] = np.nan
+    summary = validity_summary(checker(frames))
+    assert summary["failing_fraction"]["bonds"] == 0.75
+    assert summary["fell_apart_fraction"] == 0.5
+
+
+def test_equilibrium_md_has_no_clashes():
+    """The clash scale is calibrated so that the force field's own equilibrium is clash-free: every
+    frame of the committed amber14/GBn2 reference of AA (5 ns) passes (at 0.9x Bondi, 3% fail)."""
+    from pathlib import Path
+
+    from openmm_jamun.data.md import load_md_frames
+
+    reference = Path(__file__).resolve().parents[1] / "references" / "capped_2aa" / "AA"
+    validity = frame_validity(load_md_frames(str(reference), heavy_atoms_only=False))
+    assert len(validity["valid"]) == 5000 and validity["clashes"].all()

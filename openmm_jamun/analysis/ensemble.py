@@ -8,11 +8,6 @@
   lag at which it falls below 1/e, in frames (the caller scales to ps or wall seconds). A
   K-chain sample run pooled end to end (``split_chains``) is split into its chains again
   (``chain_starts``): lag products are taken within chains only, about the pooled mean.
-* Chemical validity of each frame: a bonded heavy-atom pair more than 0.2 Å from its
-  reference length, or two heavy atoms more than three bonds apart closer than 0.25 nm
-  (van der Waals contact of C/N/O is ~0.3 nm and the shortest N-H···O heavy-atom distances
-  ~0.27 nm, so 0.25 nm is a clash, not a hydrogen bond). A bond more than 1 Å off its
-  reference length means the molecule fell apart (a walk outside the model's domain).
 """
 
 from __future__ import annotations
@@ -22,9 +17,6 @@ from scipy.spatial.distance import jensenshannon
 
 from .torsions import JSD_BASE, chain_starts, torsions
 
-BOND_TOLERANCE_NM = 0.02
-FELL_APART_NM = 0.1
-CLASH_NM = 0.25
 
 
 def torsion_features(traj, keys=None) -> tuple[np.ndarray, list[str]]:
@@ -95,55 +87,6 @@ def torsion_decorrelation(traj) -> dict[str, float]:
     return out
 
 
-def _bond_atoms(topology) -> np.ndarray:
-    """Bonded atom pairs (i < j) in sorted order: the same order for two topologies of one molecule
-    whatever order their files list the bonds in, so lengths can be compared bond by bond."""
-    pairs = {(min(b[0].index, b[1].index), max(b[0].index, b[1].index)) for b in topology.bonds}
-    return np.array(sorted(pairs), dtype=np.int64).reshape(-1, 2)
-
-
-def _lengths(traj, bonds: np.ndarray) -> np.ndarray:
-    return np.linalg.norm(traj.xyz[:, bonds[:, 0]] - traj.xyz[:, bonds[:, 1]], axis=-1)
-
-
-def chemical_validity(traj, reference_lengths: np.ndarray | None = None) -> dict:
-    """Fraction of frames with a broken bond or a clash (together: invalid), of frames that fell
-    apart, and of frames with a D amino acid (a mirrored CA; not counted as invalid); thresholds in
-    the module docstring; reference lengths default to the frames' median."""
-    import networkx as nx
-
-    atoms = list(traj.topology.atoms)
-    bonds = _bond_atoms(traj.topology)
-    xyz = traj.xyz
-    lengths = _lengths(traj, bonds)
-    if reference_lengths is None:
-        reference_lengths = np.median(lengths, axis=0)
-    elif len(reference_lengths) != len(bonds):
-        raise ValueError(f"{len(reference_lengths)} reference bond lengths for a topology with {len(bonds)} bonds: "
-                         "the samples and the reference are not the same molecule")
-    deviation = np.abs(lengths - reference_lengths).max(axis=1, initial=0.0)
-    broken = deviation > BOND_TOLERANCE_NM
-    graph = nx.Graph()
-    graph.add_nodes_from(range(len(atoms)))
-    graph.add_edges_from(bonds.tolist())
-    hops = dict(nx.all_pairs_shortest_path_length(graph, cutoff=3))
-    i, j = np.triu_indices(len(atoms), k=1)
-    far = np.array([b not in hops[a] for a, b in zip(i, j)], dtype=bool)
-    i, j = i[far], j[far]
-    clash = np.zeros(len(xyz), bool)
-    if len(i):
-        for start in range(0, len(xyz), 10_000):  # blocks: a 1024-chain run has millions of frames
-            block = xyz[start:start + 10_000]
-            clash[start:start + 10_000] = (np.linalg.norm(block[:, i] - block[:, j], axis=-1) < CLASH_NM).any(axis=1)
-    invalid = broken | clash
-    mirrored = d_amino_acids(xyz, traj.topology)[0].any(axis=1)
-    return {"frames": int(len(xyz)), "broken_bond_fraction": float(broken.mean()),
-            "clash_fraction": float(clash.mean()), "invalid_fraction": float(invalid.mean()),
-            "fell_apart_fraction": float((deviation > FELL_APART_NM).mean()),
-            "d_amino_acid_fraction": float(mirrored.mean()),
-            "bond_tolerance_nm": BOND_TOLERANCE_NM, "clash_threshold_nm": CLASH_NM, "fell_apart_nm": FELL_APART_NM}
-
-
 def _chiral_centres(topology) -> tuple[np.ndarray, list[str]]:
     """(N, CA, C, CB) atom indices of every residue that has them (Gly has no CB), and their labels."""
     if hasattr(topology, "to_openmm"):  # an mdtraj Topology: same atom order, OpenMM's accessors
@@ -169,11 +112,6 @@ def d_amino_acids(xyz: np.ndarray, topology) -> tuple[np.ndarray, list[str]]:
     n, ca, c, cb = (xyz[:, quads[:, k]] for k in range(4))
     volume = np.einsum("tri,tri->tr", n - ca, np.cross(c - ca, cb - ca))
     return volume < 0, labels
-
-
-def bond_lengths(traj) -> np.ndarray:
-    """Mean length of every bond over the frames of ``traj`` (nm), bonds in sorted (i < j) order."""
-    return _lengths(traj, _bond_atoms(traj.topology)).mean(axis=0)
 
 
 def _noised_reference_frames(denoiser, reference, count: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -296,6 +234,5 @@ def compare_ensembles(samples, reference, lag: int = 10, clusters: int = 100, st
         "reference": {**torsion_decorrelation(reference),
                       "tic0": decorrelation_time(ref_tics[:, 0], starts=chain_starts(reference))},
     }
-    result["validity"] = chemical_validity(samples, bond_lengths(reference))
     result["_projections"] = {"samples": sample_tics, "reference": ref_tics}
     return result

@@ -11,9 +11,13 @@ A frame is valid when it passes all four checks:
   present are checked. r0 depends only on the amber atom types, not on the frame used, except for
   histidine, whose tautomer Modeller picks from the geometry.
 * ``clashes``: no two heavy atoms of one molecule more than three bonds apart (1-5 pairs and beyond,
-  along the force field's bond graph) are closer than ``CLASH_SCALE`` = 0.9 times the sum of their
+  along the force field's bond graph) are closer than ``CLASH_SCALE`` = 0.8 times the sum of their
   Bondi van der Waals radii (``BONDI_RADII_NM``: C 1.70, N 1.55, O 1.52, S 1.80 Å; A. Bondi,
-  J. Phys. Chem. 68, 441 (1964)). Atoms of different molecules (the K chains of a walk written into
+  J. Phys. Chem. 68, 441 (1964)). The scale is calibrated on the force field's own equilibrium:
+  at 0.9, amber14/GBn2 reference MD of capped dipeptides has 3-15% of its frames "clashing"
+  (hydrogen bonds N···O at 2.7 Å, carbonyl O(i)···C(i+1) at 2.8 Å, aromatic CG···N(i+1)); at 0.8
+  none (``python benchmarks/validity_of_md.py references/capped_2aa/*`` prints both). A clash
+  is then an overlap no thermal conformation has, which is what the check is for. Atoms of different molecules (the K chains of a walk written into
   one topology overlap in space by design) are never a clash. Hydrogens are not checked.
 * ``chirality``: every CA with a CB is L: (N − CA)·((C − CA) × (CB − CA)) > 0
   (:func:`openmm_jamun.analysis.ensemble.d_amino_acids`; glycine has no chiral CA).
@@ -25,6 +29,10 @@ A frame is valid when it passes all four checks:
   α-carbon on each side is the atom named CA, or else the residue's carbon bonded to that C or N.
 
 A frame with a NaN or infinite coordinate fails every check (``finite`` is False).
+
+Beside the checks, :func:`validity_summary` reports the share of frames that *fell apart*: a bond
+more than ``FELL_APART_NM`` = 1 Å off its r0, which a walk outside its model's domain gives and
+no relaxation repairs.
 
 :class:`ValidityChecker` does the set-up once per topology (force field System, bond graph, pair
 lists); :func:`frame_validity` and :func:`validity_summary` are the everyday entry points.
@@ -48,7 +56,9 @@ BOND_TOLERANCE_NM = 0.01
 #: completeness but hydrogens are not part of the clash check.
 BONDI_RADII_NM = {"C": 0.170, "N": 0.155, "O": 0.152, "S": 0.180, "H": 0.120}
 #: a clash: two heavy atoms closer than this times the sum of their radii
-CLASH_SCALE = 0.9
+CLASH_SCALE = 0.8
+#: a frame "fell apart" when a bond is further than this from its r0 (nm): 1 Å
+FELL_APART_NM = 0.1
 #: pairs at least this many bonds apart are checked for clashes ("more than three bonds apart")
 CLASH_MIN_BONDS_APART = 4
 #: ω allowed within this many degrees of 180° (trans)
@@ -300,16 +310,19 @@ def validity_summary(validity: dict) -> dict:
     def fraction(mask) -> float | None:
         return float(np.mean(mask)) if frames else None
 
+    with np.errstate(invalid="ignore"):  # NaN deviation (a non-finite frame) counts as fallen apart
+        fell_apart = ~(validity["max_bond_deviation_nm"] <= FELL_APART_NM)
     return {
         "frames": frames,
         "valid_fraction": fraction(validity["valid"]),
         "failing_fraction": {check: fraction(~validity[check]) for check in CHECKS},
         "non_finite_fraction": fraction(~validity["finite"]),
+        "fell_apart_fraction": fraction(fell_apart),
         "definition": {
             "bond_tolerance_nm": BOND_TOLERANCE_NM, "bond_reference": "amber14 HarmonicBondForce r0",
             "clash_scale": CLASH_SCALE, "clash_min_bonds_apart": CLASH_MIN_BONDS_APART,
             "vdw_radii_nm": "Bondi 1964: " + ", ".join(f"{e} {r}" for e, r in BONDI_RADII_NM.items() if e != "H"),
-            "omega_tolerance_deg": OMEGA_TOLERANCE_DEG, "omega_exempt": "X-Pro",
+            "omega_tolerance_deg": OMEGA_TOLERANCE_DEG, "omega_exempt": "X-Pro", "fell_apart_nm": FELL_APART_NM,
             "chirality": "L at every CA with a CB",
         },
     }
