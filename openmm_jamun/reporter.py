@@ -4,6 +4,9 @@ It follows OpenMM's reporter protocol and sits in ``simulation.reporters``
 beside StateDataReporter, DCDReporter (the noisy walk) and CheckpointReporter.
 Per reported frame it asks OpenMM for positions only (asking for forces would
 make OpenMM evaluate the walk's forces again) and runs one denoiser forward.
+With ``relax=True`` it writes all-atom frames instead: the jump of every chain,
+relaxed in one batch by :class:`openmm_jamun.relax.Relaxer`, with the all-atom
+topology written beside the trajectory. The walk's own positions are never touched.
 """
 
 from __future__ import annotations
@@ -16,7 +19,10 @@ from openmm import app, unit
 
 from .force import check_walk, find_score_module
 from .errors import NonFiniteWalkError
+from .analysis.validity import CHECKS
 from .model.contract import DenoiserContractError, load_denoiser
+from .relax import Relaxer, replicate_topology
+from .topology import subset_topology
 from .trajectory import HDF5Frames, PDBModels, trajectory_format
 
 class JumpReporter:
@@ -35,6 +41,18 @@ class JumpReporter:
         Append to an existing file (for runs continued from a checkpoint). If False, the file is
         created empty at construction, replacing any existing one, as OpenMM's DCDReporter and
         XTCReporter do.
+    relax : bool or Relaxer
+        Write relaxed all-atom frames instead of the heavy-atom jumps: True relaxes with
+        :class:`~openmm_jamun.relax.Relaxer`'s defaults (amber14 in vacuum, one CPU thread, the
+        first jump as the template for the hydrogens); a Relaxer built for one chain of the
+        simulation's topology chooses the settings (implicit solvent, platform, ...). The K chains
+        of each reported step are relaxed together, in one batch. A chain that cannot be relaxed
+        is written as its jump with template hydrogens and counted in :attr:`relaxation`, with
+        the reason, never dropped.
+    topologyFile : str, optional
+        With ``relax``: where the all-atom topology (a PDB of the first written frame) goes;
+        default ``<file without extension>_topology.pdb``. mdtraj and OpenMM need it to read an
+        all-atom DCD or XTC.
 
     The headers are those OpenMM's own reporters write for the same simulation: DCD first step =
     interval = ``reportInterval`` with the integrator's step size as time step; XTC frame k (from 1,
@@ -42,7 +60,8 @@ class JumpReporter:
     stores the same times (ps).
     """
 
-    def __init__(self, file, reportInterval: int, denoiser=None, append: bool = False):
+    def __init__(self, file, reportInterval: int, denoiser=None, append: bool = False, relax=False,
+                 topologyFile=None):
         self._path = os.fspath(file)
         self._format = trajectory_format(self._path)
         if int(reportInterval) != reportInterval or reportInterval < 1:
@@ -56,6 +75,24 @@ class JumpReporter:
                 import tables  # noqa: F401  (availability check)
             except ImportError as error:
                 raise ImportError("writing .h5 trajectories needs PyTables ('pip install tables')") from error
+        if not (isinstance(relax, (bool, Relaxer))):
+            raise TypeError(f"relax must be True, False or a Relaxer; got {type(relax).__name__}")
+        self._relaxer = relax if isinstance(relax, Relaxer) else None
+        self._relax = relax is not False
+        self.topology_path = None
+        if self._relax:
+            self.topology_path = (os.fspath(topologyFile) if topologyFile is not None
+                                  else os.path.splitext(self._path)[0] + "_topology.pdb")
+            if os.path.abspath(self.topology_path) == os.path.abspath(self._path):
+                raise ValueError(f"topologyFile must not be the trajectory file itself ({self._path})")
+            if self._append and not os.path.isfile(self.topology_path):
+                raise FileNotFoundError(f"cannot append relaxed frames: their topology {self.topology_path} "
+                                        "does not exist")
+        elif topologyFile is not None:
+            raise ValueError("topologyFile is for relaxed frames: pass relax=True as well")
+        #: With ``relax``: frames (chains counted one by one) written, how many are valid, how
+        #: many fail each check, and the chains that could not be relaxed (step, chain, reason).
+        self.relaxation = {"frames": 0, "valid": 0, "failing": {check: 0 for check in CHECKS}, "not_relaxed": []}
         self._denoiser = None
         if denoiser is not None:
             self._denoiser, _ = load_denoiser(denoiser)
@@ -65,6 +102,7 @@ class JumpReporter:
             open(self._path, "wb").close()
         self._writer = None
         self._handle = None
+        self._topology_written = self._append  # an appended run keeps the topology it has
         self.frames_written = 0
 
     def describeNextReport(self, simulation):
@@ -86,6 +124,8 @@ class JumpReporter:
                 f"the denoiser is for {num_atoms} atoms but the simulation has {simulation.topology.getNumAtoms()}"
             )
         topology = simulation.topology
+        if self._relax:
+            topology = self._open_relaxation(simulation)
         # Exactly the arguments OpenMM's DCDReporter / XTCReporter pass: the per-step dt, and the first
         # step = the interval (on append DCDFile and XTCFile continue from the frames already there).
         dt = simulation.integrator.getStepSize()
@@ -110,6 +150,42 @@ class JumpReporter:
                                        self._interval)
         self._append = True  # reopened after close(): continue the file, never start it again
 
+    def _open_relaxation(self, simulation) -> app.Topology:
+        """Build (or check) the Relaxer for one chain and return the all-atom topology of every chain."""
+        chains = simulation.topology.getNumChains()
+        per_chain = simulation.topology.getNumAtoms() // chains
+        if self._relaxer is None:
+            chain = next(iter(simulation.topology.chains()))
+            one = subset_topology(simulation.topology, [atom.index for atom in chain.atoms()])
+            template = self.jump(simulation.context.getState(getPositions=True).getPositions(asNumpy=True)
+                                 .value_in_unit(unit.nanometer))[:per_chain]
+            self._relaxer = Relaxer(one, template * unit.nanometer)
+        elif self._relaxer.n_input_heavy != per_chain:
+            raise ValueError(f"the Relaxer is for {self._relaxer.n_input_heavy} heavy atoms; a chain of this walk "
+                             f"has {per_chain}")
+        self._chains = chains
+        return replicate_topology(self._relaxer.topology, chains)
+
+    def _relaxed(self, simulation, xhat: np.ndarray) -> np.ndarray:
+        """All-atom positions [K·n_all, 3] nm of the K chains of one jump, relaxed together."""
+        result = self._relaxer.relax(xhat.reshape(self._chains, -1, 3).astype(np.float64))
+        positions = result.positions.copy()
+        for chain, reason in enumerate(result.reasons):
+            if not np.isfinite(positions[chain]).all():  # could not be relaxed: the jump, template hydrogens
+                positions[chain] = self._relaxer.place_hydrogens(xhat.reshape(self._chains, -1, 3)[chain:chain + 1])[0]
+                self.relaxation["not_relaxed"].append((int(simulation.currentStep), chain, reason))
+        self.relaxation["frames"] += self._chains
+        self.relaxation["valid"] += int(np.sum(result.valid))
+        for check in CHECKS:
+            self.relaxation["failing"][check] += int(np.sum(~result.validity[check]))
+        if self.topology_path is not None and not self._topology_written:
+            with open(self.topology_path + ".tmp", "w") as handle:
+                app.PDBFile.writeFile(replicate_topology(self._relaxer.topology, self._chains),
+                                      positions.reshape(-1, 3) * unit.nanometer, handle, keepIds=True)
+            os.replace(self.topology_path + ".tmp", self.topology_path)
+            self._topology_written = True
+        return positions.reshape(-1, 3)
+
     def jump(self, positions_nm: np.ndarray) -> np.ndarray:
         """x̂(y) for positions in nm, as a float32 array in nm."""
         with torch.no_grad():  # not inference_mode: an energy model's jump takes a gradient
@@ -130,7 +206,8 @@ class JumpReporter:
                 f"JumpReporter: the denoiser returned non-finite output at step {simulation.currentStep}; "
                 "frame not written"
             )
-        self._writer.writeModel(xhat * unit.nanometer)
+        frame = self._relaxed(simulation, xhat) if self._relax else xhat
+        self._writer.writeModel(frame * unit.nanometer)
         if self._handle is not None:
             self._handle.flush()
         self.frames_written += 1

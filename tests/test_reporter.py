@@ -244,3 +244,43 @@ def test_existing_file_is_replaced_at_construction_like_openmm(gaussian10, tmp_p
     reporter.close()
     traj = mdtraj.load(str(path)) if ext == ".h5" else mdtraj.load(str(path), top=mdtraj.Topology.from_openmm(topology))
     assert traj.n_frames == 8
+
+
+def test_jump_reporter_writes_relaxed_all_atom_frames_and_leaves_the_walk_alone(tmp_path):
+    """relax=True: each reported step's K chains relaxed together, all atoms, topology beside them;
+    reporting does not move the walk."""
+    import mdtraj
+
+    from openmm_jamun.data.build import build_peptide
+    from openmm_jamun.model.featurize import featurize
+    from openmm_jamun.model.gaussian import gaussian_denoiser
+    from openmm_jamun.simulation import create_walk_simulation
+
+    topology, positions = build_peptide("AA")
+    mu = positions.value_in_unit(unit.nanometer)[featurize(topology).atom_indices]
+    simulation = create_walk_simulation("AA", model=gaussian_denoiser(np.concatenate([mu, mu]), s=0.02, sigma=0.04),
+                                        chains=2, seed=3)
+    reporter = oj.JumpReporter(str(tmp_path / "relaxed.dcd"), 5, relax=True)
+    plain = oj.JumpReporter(str(tmp_path / "jumps.dcd"), 5)
+    simulation.reporters += [plain, reporter]
+    simulation.step(10)
+    state = simulation.context.getState(getPositions=True)
+    before = state.getPositions(asNumpy=True).value_in_unit(unit.nanometer).copy()
+    reporter.report(simulation, state)  # a third frame, by hand: the walk must not move
+    after = simulation.context.getState(getPositions=True).getPositions(asNumpy=True).value_in_unit(unit.nanometer)
+    np.testing.assert_array_equal(before, after)
+    reporter.close()
+    plain.close()
+
+    relaxed = mdtraj.load(str(tmp_path / "relaxed.dcd"), top=str(tmp_path / "relaxed_topology.pdb"))
+    jumps = mdtraj.load(str(tmp_path / "jumps.dcd"), top=mdtraj.Topology.from_openmm(simulation.topology))
+    assert relaxed.n_frames == 3 and relaxed.n_chains == 2 and relaxed.n_atoms == 2 * 32  # 17 H per chain
+    heavy = relaxed.atom_slice(relaxed.topology.select("not element H"))
+    shift = np.sqrt(((heavy.xyz[:2] - jumps.xyz) ** 2).sum(-1).mean())
+    assert 0 < shift < 0.05  # the jumps, relaxed: heavy atoms moved well under 0.5 Å RMS
+    assert reporter.relaxation["frames"] == 6 and reporter.relaxation["valid"] == 6
+    assert reporter.relaxation["not_relaxed"] == []
+    with pytest.raises(ValueError, match="pass relax=True"):
+        oj.JumpReporter(str(tmp_path / "x.dcd"), 5, topologyFile=str(tmp_path / "x.pdb"))
+    with pytest.raises(TypeError, match="relax must be"):
+        oj.JumpReporter(str(tmp_path / "x.dcd"), 5, relax="yes")
