@@ -28,9 +28,12 @@ it can (AlphaFold's amber relaxation, batched):
    criterion is the RMS over the whole batch, which a batch could meet with one copy far off).
 5. AlphaFold's safeguard: a relaxed frame that still has a bond off its amber length or a clash
    (``analysis.validity``) has the restraints of the heavy atoms in those bonds and clashes
-   released and is minimised again, alone, from where it stands; at most ``release_rounds``
-   rounds. Chirality and cis peptide bonds do not release anything: relaxation must not turn a D
-   residue into L or flip an ω, it reports them.
+   released and is minimised again, alone, from where it stands; a violation that survives its
+   atoms' release frees their bonded heavy neighbours in the next round; at most
+   ``release_rounds`` rounds. A trans peptide bond bent past the ω tolerance (|ω| between 90° and 150°: a blurred
+   amide plane, like a stretched bond) releases the atoms of its plane (α(i), C, O, N, α(i+1)) the same way. Chirality and cis
+   peptide bonds (|ω| < 90°) release nothing: relaxation must not turn a D residue into L or
+   flip an ω, it reports them.
 
 Frames that cannot be relaxed are kept and marked: a non-finite input frame, or one whose
 minimisation fails, gets NaN positions, ``valid`` False and a reason. A frame too extended for the
@@ -51,8 +54,8 @@ from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import shortest_path
 
 from ._units import to_plain
-from .analysis.validity import (BOND_TOLERANCE_NM, CHECKS, CLASH_SCALE, ValidityChecker, as_openmm_topology, frames_nm,
-                                failure_reasons)
+from .analysis.validity import (BOND_TOLERANCE_NM, CHECKS, CLASH_SCALE, OMEGA_TOLERANCE_DEG, ValidityChecker,
+                                _dihedrals, as_openmm_topology, frames_nm, failure_reasons)
 from .data.build import add_hydrogens
 from .platforms import get_platform
 from .topology import is_heavy_atom
@@ -233,6 +236,20 @@ class Relaxer:
         self._template_xyz = template_xyz
         self._hydrogen_plan = self._plan_hydrogens(atoms, template_xyz)
         self.checker = ValidityChecker(self.topology)
+        # each checked peptide bond's plane: its ω atoms α(i), C(i), N(i+1), α(i+1) and the carbonyl O(i)
+        carbonyl_o = {}
+        for a, b in self.topology.bonds():
+            for c, o in ((a, b), (b, a)):
+                if c.name == "C" and o.element is not None and o.element.symbol == "O" and o.residue is c.residue:
+                    carbonyl_o[c.index] = o.index
+        self._heavy_neighbours = {atom.index: [] for atom in atoms}
+        for a, b in self.topology.bonds():
+            if is_heavy_atom(a) and is_heavy_atom(b):
+                self._heavy_neighbours[a.index].append(b.index)
+                self._heavy_neighbours[b.index].append(a.index)
+        self._heavy_neighbours = {k: np.array(v, dtype=np.int64) for k, v in self._heavy_neighbours.items()}
+        self._peptide_units = np.array([[*quad, carbonyl_o.get(int(quad[1]), int(quad[1]))]
+                                        for quad in self.checker.omega_quads], dtype=np.int64).reshape(-1, 5)
         self._parent = np.arange(self.n_atoms)  # heavy atom responsible for each atom (hydrogens: their parent)
         for a, b in self.topology.bonds():
             if not is_heavy_atom(a) and is_heavy_atom(b):
@@ -402,7 +419,8 @@ class Relaxer:
                 [p[2][0] for p in parts])
 
     def _violators(self, positions: np.ndarray, validity: dict) -> list[np.ndarray]:
-        """Per frame: the heavy atoms in a bond off its length or in a clash (empty when none)."""
+        """Per frame: the heavy atoms in a bond off its length, in a clash, or of a bent trans peptide
+        bond (empty when none)."""
         atoms_per_frame = []
         lengths = np.linalg.norm(positions[:, self.checker.bonds[:, 0]] - positions[:, self.checker.bonds[:, 1]], axis=-1)
         bad_bonds = np.abs(lengths - self.checker.r0) > BOND_TOLERANCE_NM
@@ -410,11 +428,16 @@ class Relaxer:
         if len(pairs):
             distances = np.linalg.norm(positions[:, pairs[:, 0]] - positions[:, pairs[:, 1]], axis=-1)
             bad_pairs = distances < CLASH_SCALE * self.checker.contact_nm
+        quads = self.checker.omega_quads
+        bent = np.zeros((len(positions), len(quads)), dtype=bool)
+        if len(quads):
+            omega = np.abs(np.degrees(_dihedrals(positions, quads)))
+            bent = (omega > 90.0) & (omega < 180.0 - OMEGA_TOLERANCE_DEG)  # trans, bent; cis is left alone
         for k in range(len(positions)):
-            if validity["bonds"][k] and validity["clashes"][k]:
+            if validity["bonds"][k] and validity["clashes"][k] and not bent[k].any():
                 atoms_per_frame.append(np.zeros(0, dtype=np.int64))
                 continue
-            atoms = [self.checker.bonds[bad_bonds[k]].ravel()]
+            atoms = [self.checker.bonds[bad_bonds[k]].ravel(), self._peptide_units[bent[k]].ravel()]
             if len(pairs):
                 atoms.append(pairs[bad_pairs[k]].ravel())
             atoms_per_frame.append(np.unique(self._parent[np.concatenate(atoms)]))
@@ -467,6 +490,9 @@ class Relaxer:
                 progressed = False
                 for k, atoms in zip(candidates, violators):
                     fresh = atoms[~released[k, atoms]]
+                    if len(fresh) == 0 and len(atoms):  # released and still in violation: free their neighbours
+                        around = np.unique(np.concatenate([self._heavy_neighbours[a] for a in atoms]))
+                        fresh = around[~released[k, around]]
                     if len(fresh) == 0:
                         continue
                     progressed = True

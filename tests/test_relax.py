@@ -113,6 +113,28 @@ def test_safeguard_releases_restraints_that_hold_a_frame_invalid(aa):
     assert released.released_atoms[0] < len(heavy_xyz)
 
 
+def test_a_bent_trans_peptide_bond_is_planarised_and_a_cis_one_is_reported(aa):
+    """ω of ALA2-ALA3 turned 40° off trans (a blurred amide plane) and held by stiff restraints: the
+    safeguard releases its plane and it relaxes to trans. Turned 160° (cis) it stays cis, reported."""
+    from openmm_jamun.analysis.validity import _dihedrals
+
+    _, _, heavy_topology, heavy_xyz = aa
+    index = heavy_index(heavy_topology)
+    moving = [k for k, a in enumerate(heavy_topology.atoms()) if a.residue.index >= 2 and a.name != "N"]
+    stiff = 1e6 * unit.kilojoule_per_mole / unit.nanometer**2
+    quad = np.array([[index[(1, "CA")], index[(1, "C")], index[(2, "N")], index[(2, "CA")]]])
+    for turn in (40, 160):
+        frame = rotate_about(heavy_xyz, index[(1, "C")], index[(2, "N")], moving, turn)
+        held = Relaxer(heavy_topology, heavy_xyz, restraint_k=stiff, release_rounds=0).relax(frame[None])
+        assert not held.validity["peptide_bonds"][0], turn  # the restraints alone hold ω where it was
+        result = Relaxer(heavy_topology, heavy_xyz, restraint_k=stiff).relax(frame[None])
+        omega = abs(np.degrees(_dihedrals(result.positions[:, result.heavy_atom_indices], quad)[0, 0]))
+        if turn == 40:
+            assert result.valid[0] and omega > 150, (result.reasons, omega)
+        else:
+            assert not result.validity["peptide_bonds"][0] and omega < 90, (result.reasons, omega)
+
+
 def test_relaxed_frames_load_with_mdtraj_and_openmm_and_carry_the_right_hydrogens(aa, relaxer, tmp_path):
     import mdtraj
 
