@@ -8,6 +8,8 @@ Input: a `jamun sample` run dir (samples.dcd + topology.pdb; K chains pooled) or
 * validity (openmm_jamun.analysis.validity) of the raw and the relaxed frames, and which checks
   fail; of the reference too when one is given (what the definition says of real MD);
 * heavy-atom RMS shift of the relaxation;
+* for a run dir: what relaxing every frame adds to the run's wall time (``jamun sample``'s default
+  against ``--raw``), from the statistics run's rate;
 * torsion Jensen-Shannon distances: relaxed vs raw, and raw and relaxed vs a --reference (a
   `jamun md` dir or trajectory): the relaxation must not move the ensemble;
 * GBn2 MD from --md-frames relaxed frames (--md-ps each, 2 fs, HBonds, 300 K): a relaxed frame
@@ -143,6 +145,18 @@ def main():
     print(f"  raw failing:     {failing(raw_validity)}")
     print(f"  relaxed failing: {failing(relaxed_validity)}; reasons {reasons}; "
           f"restraints released in {out['released_restraints']['frames']} frames")
+    run_record = os.path.join(args.samples, "run.json")
+    if os.path.isfile(run_record):  # a sample run: what relaxing all of its frames adds to its wall time
+        with open(run_record) as handle:
+            run = json.load(handle)
+        frames_in_run = int(run["frames"]) * int(run["chains"])
+        relax_s = out["relax_wall_s"] / len(frames) * frames_in_run
+        out["sample_cost"] = {"walk_wall_s": run["wall_time_s"], "frames": frames_in_run,
+                              "relaxation_wall_s_estimate": relax_s,
+                              "relaxed_over_raw": 1 + relax_s / run["wall_time_s"]}
+        print(f"jamun sample with relaxation / raw: {out['sample_cost']['relaxed_over_raw']:.2f}x (walk "
+              f"{run['wall_time_s']:.0f} s for {frames_in_run} frames; relaxing them at this batch's rate "
+              f"{relax_s:.0f} s)")
     print(f"heavy-atom RMS shift: mean {10 * out['rms_shift_nm']['mean']:.3f} Å, median "
           f"{10 * out['rms_shift_nm']['median']:.3f} Å, max {10 * out['rms_shift_nm']['max']:.3f} Å")
 

@@ -28,6 +28,10 @@ def test_api_example_runs_and_its_molecules_stay_whole(script, tmp_path):
     assert fell_apart, stdout
     assert int(fell_apart.group(1)) <= 100 * FELL_APART_WARNING, stdout
     assert any((tmp_path / "example-out").glob("*.dcd"))
+    if script == "walk_jump_api.py":  # the relaxed reporter: all-atom frames, nearly all valid
+        valid, frames = map(int, re.search(r"(\d+) of (\d+) valid", stdout).groups())
+        assert frames == 4 * 30 and valid >= 0.95 * frames, stdout
+        assert (tmp_path / "example-out" / "relaxed_topology.pdb").is_file()
     if script == "restrained_walk.py":
         # The walk starts 0.93 nm end to end. Over 300 steps the restraint (flat below 0.75 nm) pulls the
         # median to 0.80 nm; with --k 0 it stays at 0.94 nm.
