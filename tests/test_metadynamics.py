@@ -211,3 +211,18 @@ def test_a_direct_denoiser_warns_once_and_an_energy_model_does_not(gaussian10):
         warnings.simplefilter("always")
         SharedBiasMetadynamics([x_variable(info["origin_x"])], 2, bias_factor=5).add_to(simulation)
     assert not [w for w in caught if "approximate" in str(w.message)]
+
+
+def test_c_of_t_is_the_uniform_part_of_the_bias_and_enters_the_weights():
+    """A bias uniform in s is a constant: c(t) equals it, and frames with equal V(s) but a larger
+    c(t) weigh less by exp(−Δc/kT)."""
+    from openmm_jamun.metadynamics import reweighting_weights
+
+    metad = SharedBiasMetadynamics([x_variable([0.0])], 1, bias_factor=4, temperature=300)
+    metad.bias_grid[:] = 3.0
+    assert metad.c_of_t() == pytest.approx(3.0, rel=1e-12)
+    metad.bias_grid[: len(metad.bias_grid) // 2] = 0.0
+    assert 0.0 < metad.c_of_t() < 3.0
+    kT = 300 * 0.00831446261815324
+    w = reweighting_weights([[5.0], [5.0]], [0.0, 2.0], 300)
+    assert w[0, 0] / w[1, 0] == pytest.approx(np.exp(2.0 / kT)) and w.sum() == pytest.approx(1.0)
