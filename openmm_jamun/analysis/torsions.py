@@ -51,11 +51,16 @@ def torsions(traj) -> dict[str, np.ndarray]:
     for kind in _TORSION_FUNCTIONS:
         indices, angles = getattr(mdtraj, f"compute_{kind}")(traj)
         for column, quartet in enumerate(indices):
-            residue = traj.topology.atom(int(quartet[1 if kind == "phi" else 2])).residue.index
-            if kind.startswith("chi"):
-                residue = traj.topology.atom(int(quartet[0])).residue.index
-            out[f"{kind}:{residue}"] = angles[:, column]
+            out[torsion_name(kind, quartet, traj.topology)] = angles[:, column]
     return out
+
+
+def torsion_name(kind: str, quartet, topology) -> str:
+    """The key of one of mdtraj's torsion quartets, '<kind>:<residue index>': φ is named by its N's
+    residue, ψ by its C's, χ by their first atom's. Metadynamics biases use the same names, so a
+    'phi:1' means one torsion everywhere."""
+    position = 0 if kind.startswith("chi") else (1 if kind == "phi" else 2)
+    return f"{kind}:{topology.atom(int(quartet[position])).residue.index}"
 
 
 def backbone_pairs(angles: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
