@@ -33,6 +33,8 @@ _EXPORTS = {
     "gaussian_mixture_denoiser": ".model.mixture",
     "mixture_example": ".model.mixture",
     "JumpReporter": ".reporter",
+    "SharedBiasMetadynamics": ".metadynamics",
+    "reweighting_weights": ".metadynamics",
     "NoisedSystem": ".system",
     "create_noised_system": ".system",
     "WalkSimulation": ".simulation",

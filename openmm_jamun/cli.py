@@ -106,17 +106,24 @@ def cmd_train(args) -> int:
 
 
 def cmd_sample(args) -> int:
-    from .sample import run_sampling
+    from .sample import metad_settings, run_sampling
 
+    metad = metad_settings(args.metad, bias_factor=args.bias_factor, height_kj_per_mol=args.metad_height,
+                           width_rad=args.metad_width, deposit_interval=args.metad_interval)
     record = run_sampling(args.input, args.out, model=args.model, steps=args.steps, chains=args.chains,
                           interval=args.interval, write_walk=args.walk, resume=args.resume,
                           overwrite=args.overwrite, platform=args.platform, threads=args.threads,
                           backend=args.backend, seed=args.seed, progress=not args.quiet, relax=not args.raw,
-                          implicit=args.implicit, metropolis=args.metropolis)
+                          implicit=args.implicit, metropolis=args.metropolis, metad=metad)
     print(f"{record['frames']} clean frames x {record['chains']} chain(s) of {record['name']} in "
           f"{record['wall_time_s']} s ({record['steps_per_s']} steps/s); raw jumps valid {record['validity']['valid_fraction']:.1%} "
           f"-> {args.out}/samples.dcd"
           + (f", {record['ramachandran']}" if record.get("ramachandran") else ""))
+    if "metadynamics" in record:
+        bias = record["metadynamics"]
+        print(f"metadynamics on {record['metad']['torsions']}: {bias['deposits']} depositions; weights of every frame -> "
+              f"{args.out}/weights.csv (effective sample size {bias['effective_sample_size']:.0f}"
+              + ("" if bias["exact"] else "; approximate: a direct model's walk has no energy") + ")")
     if "relaxation" in record:
         _print_relaxation(record["relaxation"], args.out)
     return 0
@@ -252,6 +259,15 @@ def build_parser() -> argparse.ArgumentParser:
                     help="JamunForce through openmm-torch (torch) or openmm.PythonForce (python); auto: torch "
                          "where openmm-torch imports")
     sa.add_argument("--seed", type=int, default=None, help="seed of the initial noise and the walk (default 0)")
+    sa.add_argument("--metad", default=None, metavar="TORSIONS",
+                    help="well-tempered metadynamics on 1-3 torsions of the walk, one bias shared by every "
+                         "chain, e.g. phi:1,psi:1 (residue indices as jamun analyze names them; ACE is 0); "
+                         "writes bias.npz and weights.csv, which jamun analyze uses")
+    sa.add_argument("--bias-factor", type=float, default=None, help="metadynamics bias factor (default 10)")
+    sa.add_argument("--metad-height", type=float, default=None, help="initial Gaussian height, kJ/mol (default 1)")
+    sa.add_argument("--metad-width", type=float, default=None, help="Gaussian width, radians (default 0.35)")
+    sa.add_argument("--metad-interval", type=_positive_int, default=None,
+                    help="steps between depositions (default 100)")
     sa.add_argument("--metropolis", action="store_true", default=None,
                     help="Metropolis-exact walk (GHMC): samples exp(-E) at any step size; needs an energy-parametrised "
                          "model (an error for a direct one); the acceptance rate goes to log.csv and run.json")

@@ -22,6 +22,8 @@ CHECKPOINT = "walk.chk"
 RUN = "run.json"
 RELAXED = "relaxed.dcd"
 RELAXED_TOPOLOGY = "relaxed_topology.pdb"
+BIAS = "bias.npz"
+WEIGHTS = "weights.csv"
 
 
 class RunFiles:
@@ -30,8 +32,9 @@ class RunFiles:
     def __init__(self, directory):
         self.directory = Path(directory)
         (self.samples, self.walk, self.topology, self.log, self.checkpoint, self.record, self.relaxed,
-         self.relaxed_topology) = (str(self.directory / name) for name in
-                                   (SAMPLES, WALK, TOPOLOGY, LOG, CHECKPOINT, RUN, RELAXED, RELAXED_TOPOLOGY))
+         self.relaxed_topology, self.bias, self.weights) = (
+            str(self.directory / name) for name in
+            (SAMPLES, WALK, TOPOLOGY, LOG, CHECKPOINT, RUN, RELAXED, RELAXED_TOPOLOGY, BIAS, WEIGHTS))
 
 
 class SettingsMismatchError(ValueError):

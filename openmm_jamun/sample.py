@@ -17,6 +17,7 @@ import warnings
 from pathlib import Path
 
 import mdtraj
+import numpy as np
 import torch
 from openmm import app, unit
 from tqdm import tqdm
@@ -29,15 +30,18 @@ from .inputs import read_input
 from .model.registry import denoiser_for, model_card, resolve_model, warn_if_untrained
 from .relax_run import relax_samples
 from .records import CHECKPOINT, RUN, TOPOLOGY, RunFiles, check_same_settings, read_json, write_json
-from .force import check_walk
+from .force import check_walk, find_score_module, force_has_energy
 from .integrator import AcceptanceStateDataReporter, JamunIntegrator
+from .metadynamics import SharedBiasMetadynamics, parse_torsions, torsion_quartets
 from .reporter import JumpReporter
 from .simulation import WalkSimulation, create_walk_simulation
 from .trajectory import truncate_trajectory
 
 #: What a run keeps when it is resumed, and the defaults of a new run.
 RUN_SETTINGS = {"model": "default", "chains": 1, "interval": 10, "write_walk": False, "seed": 0, "platform": "CPU",
-                "metropolis": False}
+                "metropolis": False, "metad": None}
+#: The defaults of a metadynamics run (``metad_settings``).
+METAD_DEFAULTS = {"bias_factor": 10.0, "height_kj_per_mol": 1.0, "width_rad": 0.35, "deposit_interval": 100}
 #: Steps between the points where Ctrl-C may stop a run, in clean frames.
 FRAMES_PER_CHUNK = 10
 
@@ -53,6 +57,8 @@ _SAME_SETTING = {
     "model": lambda given, kept: resolve_model(given).resolve() == Path(kept).resolve(),
     "platform": lambda given, kept: str(given).lower() == str(kept).lower(),
     "input": _same_input,
+    # the options given with --metad; those not given are the run's own
+    "metad": lambda given, kept: kept is not None and all(kept.get(k) == v for k, v in given.items() if v is not None),
 }
 
 
@@ -72,6 +78,78 @@ def run_settings(source: str, out_path: Path, given: dict, resume: bool, overwri
     record = read_json(out_path / RUN)
     check_same_settings(str(out_path), record, {**given, "input": source}, equal=_SAME_SETTING)
     return {key: record.get(key, RUN_SETTINGS.get(key)) for key in (*given, "input")}, record
+
+
+def metad_settings(torsions: str | None, bias_factor: float | None = None, height_kj_per_mol: float | None = None,
+                   width_rad: float | None = None, deposit_interval: int | None = None) -> dict | None:
+    """The ``metad`` setting of a run: None without ``torsions``, else the torsions (checked by
+    :func:`~openmm_jamun.metadynamics.parse_torsions`) and every option, None where not given: a new
+    run takes :data:`METAD_DEFAULTS` there, a resumed run its own. An option without torsions is an
+    error."""
+    options = {"bias_factor": bias_factor, "height_kj_per_mol": height_kj_per_mol, "width_rad": width_rad,
+               "deposit_interval": deposit_interval}
+    if torsions is None:
+        given = [name for name, value in options.items() if value is not None]
+        if given:
+            raise ValueError(f"{', '.join(given)} set the metadynamics bias: give the torsions to bias too (--metad)")
+        return None
+    names = parse_torsions(torsions)
+    spec = ",".join(f"{kind}:{residue}" for kind, residue in names)
+    return {"torsions": spec, **options}
+
+
+def attach_metadynamics(simulation: WalkSimulation, settings: dict, interval: int) -> SharedBiasMetadynamics:
+    """The run's shared-bias metadynamics on the walk, recorded at every clean frame (row i of the
+    weights is frame i of the samples)."""
+    metad = SharedBiasMetadynamics.for_torsions(
+        simulation, settings["torsions"], width=settings["width_rad"] * unit.radian,
+        bias_factor=settings["bias_factor"], height=settings["height_kj_per_mol"] * unit.kilojoule_per_mole,
+        deposit_interval=settings["deposit_interval"], record_interval=interval)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # a direct model's reweighting is approximate: run.json says so ("exact")
+        metad.add_to(simulation)
+    return metad
+
+
+def save_checkpoint(simulation: WalkSimulation, files: RunFiles) -> None:
+    """The walk's checkpoint and, for a metadynamics run, its bias first (a resumed run needs both)."""
+    metad = getattr(simulation, "metadynamics", None)
+    if metad is not None:
+        metad.save(files.bias)
+    simulation.saveCheckpoint(files.checkpoint)
+
+
+class _CheckpointReporter:
+    """OpenMM's CheckpointReporter, writing the bias of a metadynamics walk with the checkpoint."""
+
+    def __init__(self, files: RunFiles, interval: int):
+        self._files, self._interval = files, interval
+
+    def describeNextReport(self, simulation):
+        return {"steps": self._interval - simulation.currentStep % self._interval, "periodic": False, "include": []}
+
+    def report(self, simulation, state):
+        save_checkpoint(simulation, self._files)
+
+
+def write_weights(metad: SharedBiasMetadynamics, interval: int, path: str) -> dict:
+    """``weights.csv``: one row per clean frame and chain (frame, chain, step, the bias V the walk
+    felt there and c(t), kJ/mol, and the normalised weight), in the samples' order; returns the run
+    record's summary."""
+    weights = metad.weights()
+    bias = np.asarray(metad.frame_bias).reshape(-1, metad.walkers)
+    lines = ["frame,chain,step,bias_kj_per_mol,c_kj_per_mol,weight"]
+    for frame, (step, c) in enumerate(zip(metad.frame_steps, metad.frame_c)):
+        for chain in range(metad.walkers):
+            lines.append(f"{frame},{chain},{step},{bias[frame, chain]:.6f},{c:.6f},{weights[frame, chain]:.9e}")
+    tmp = path + ".tmp"
+    with open(tmp, "w") as handle:
+        handle.write("\n".join(lines) + "\n")
+    os.replace(tmp, path)
+    flat = weights.ravel()
+    return {"deposits": metad.deposits, "frames": len(metad.frame_steps),
+            "effective_sample_size": float(flat.sum() ** 2 / max((flat ** 2).sum(), 1e-300)),
+            "reweighting": "c(t), Tiwary & Parrinello 2015: w ~ exp((V(s,t) - c(t))/kT)"}
 
 
 def check_counts(steps: int, chains: int, interval: int) -> None:
@@ -94,7 +172,7 @@ def attach_reporters(simulation: WalkSimulation, files: RunFiles, interval: int,
     log = AcceptanceStateDataReporter if simulation.integrator.metropolis else app.StateDataReporter
     simulation.reporters.append(log(files.log, interval * 10, step=True, time=True, potentialEnergy=True,
                                     speed=True, elapsedTime=True, append=append))
-    simulation.reporters.append(app.CheckpointReporter(files.checkpoint, interval))
+    simulation.reporters.append(_CheckpointReporter(files, interval))
     return samples
 
 
@@ -136,7 +214,7 @@ def step_until(simulation: WalkSimulation, steps: int, interval: int, files: Run
             elif isinstance(reporter, app.DCDReporter):
                 reporter._out.close()
         if simulation.currentStep % interval == 0:
-            simulation.saveCheckpoint(files.checkpoint)
+            save_checkpoint(simulation, files)
     return interrupted
 
 
@@ -144,12 +222,16 @@ def run_sampling(source: str, out: str, model: str | None = None, steps: int = 1
                  interval: int | None = None, write_walk: bool | None = None, resume: bool = False,
                  overwrite: bool = False, platform: str | None = None, threads: int | None = 1,
                  backend: str = "auto", seed: int | None = None, progress: bool = True, plot: bool = True,
-                 relax: bool = True, implicit: str | None = None, metropolis: bool | None = None) -> dict:
+                 relax: bool = True, implicit: str | None = None, metropolis: bool | None = None,
+                 metad: dict | None = None) -> dict:
     """Sample ``source`` (sequence or PDB) into ``out``. Returns the run record (also ``out/run.json``).
 
     With ``relax`` (the default) the samples are then relaxed into all-atom frames (``relaxed.dcd``,
     :func:`~openmm_jamun.relax_run.relax_samples`; ``implicit="gbn2"`` relaxes in GBn2 instead of vacuum).
-    ``metropolis`` makes the walk Metropolis-exact (an energy-parametrised model only).
+    ``metropolis`` makes the walk Metropolis-exact (an energy-parametrised model only). ``metad``
+    (:func:`metad_settings`) biases torsions of the walk with shared-bias well-tempered
+    metadynamics (:mod:`openmm_jamun.metadynamics`); ``bias.npz`` keeps the bias with the checkpoint
+    and ``weights.csv`` the weight of every clean frame.
 
     ``steps`` is the total. None for model, chains, interval, write_walk, seed or platform means the
     default (:data:`RUN_SETTINGS`) for a new run and the run's own for ``resume``; a resumed run keeps
@@ -157,10 +239,13 @@ def run_sampling(source: str, out: str, model: str | None = None, steps: int = 1
     # 1. Settings and input, checked before the output directory is touched.
     out_path = Path(out)
     given = {"model": model, "chains": chains, "interval": interval, "write_walk": write_walk, "seed": seed,
-             "platform": platform, "metropolis": metropolis}
+             "platform": platform, "metropolis": metropolis, "metad": metad}
     settings, record = run_settings(source, out_path, given, resume, overwrite)
     chains, interval = settings["chains"], settings["interval"]
     check_counts(steps, chains, interval)
+    if settings["metad"] is not None:  # a new run: the defaults where an option was not given
+        settings["metad"] = {name: METAD_DEFAULTS[name] if value is None else value
+                             for name, value in settings["metad"].items()}
     if threads:
         torch.set_num_threads(int(threads))
     model_path = resolve_model(settings["model"])
@@ -174,14 +259,24 @@ def run_sampling(source: str, out: str, model: str | None = None, steps: int = 1
                                         threads=threads, backend=backend, seed=settings["seed"], integrator=integrator)
     check_walk(simulation.system, integrator)  # a Metropolis walk of a direct model is an error, before any output
     simulation.name = name
+    if settings["metad"] is not None:  # a torsion the peptide lacks is an error here, before any output
+        torsion_quartets(simulation.topology, settings["metad"]["torsions"])
 
     # 2. The run directory: a resumed run cut back to its checkpoint, a new one started.
     if not resume and out_path.exists():
         shutil.rmtree(out_path)
     out_path.mkdir(parents=True, exist_ok=True)
     files = RunFiles(out_path)
+    if settings["metad"] is not None:  # the bias force before the checkpoint: its state includes the force
+        simulation.metadynamics = attach_metadynamics(simulation, settings["metad"], interval)
     if resume:
         simulation.loadCheckpoint(files.checkpoint)
+        if settings["metad"] is not None:
+            if not os.path.isfile(files.bias):
+                raise FileNotFoundError(f"cannot resume a metadynamics run without its bias: no {files.bias}")
+            simulation.metadynamics.load(files.bias)
+            if len(simulation.metadynamics.frame_steps) != simulation.currentStep // interval:
+                raise ValueError(f"{files.bias} and {files.checkpoint} were not written together (start the run again)")
         done = simulation.currentStep // interval
         truncate_trajectory(files.samples, done)
         if settings["write_walk"]:
@@ -191,7 +286,7 @@ def run_sampling(source: str, out: str, model: str | None = None, steps: int = 1
             app.PDBFile.writeFile(simulation.topology, simulation.noised.clean_positions, handle)
         record = {"input": settings["input"], "name": name, "model": str(model_path), "chains": chains,
                   "interval": interval, "write_walk": settings["write_walk"], "seed": settings["seed"],
-                  "metropolis": settings["metropolis"],
+                  "metropolis": settings["metropolis"], "metad": settings["metad"],
                   "sigma_nm": float(simulation.noised.sigma.value_in_unit(unit.nanometer)),
                   "heavy_atoms": len(simulation.noised.atom_indices), "card": card,
                   "untrained_residues": untrained, "untrained_length": length}
@@ -208,6 +303,9 @@ def run_sampling(source: str, out: str, model: str | None = None, steps: int = 1
         if integrator.metropolis:
             record["acceptance"] = {"rate": integrator.acceptance_rate, "accepted": integrator.n_accept,
                                     "proposed": integrator.n_trials}
+        if getattr(simulation, "metadynamics", None) is not None:
+            record["metadynamics"] = {**write_weights(simulation.metadynamics, interval, files.weights),
+                                      "exact": force_has_energy(find_score_module(simulation.system))}
         record.update({"steps_done": simulation.currentStep, "frames": simulation.currentStep // interval,
                        "wall_time_s": round(elapsed, 2),
                        "steps_per_s": round(simulation.currentStep / max(elapsed, 1e-9), 1)})

@@ -27,14 +27,14 @@ def torsion_features(traj, keys=None) -> tuple[np.ndarray, list[str]]:
     return features.astype(np.float64), keys
 
 
-def _jsd_hist(a: np.ndarray, b: np.ndarray, bins) -> float:
+def _jsd_hist(a: np.ndarray, b: np.ndarray, bins, weights_a=None) -> float:
     if a.ndim == 1:
         lo, hi = min(a.min(), b.min()), max(a.max(), b.max())
-        p = np.histogram(a, bins=bins, range=(lo, hi))[0]
+        p = np.histogram(a, bins=bins, range=(lo, hi), weights=weights_a)[0]
         q = np.histogram(b, bins=bins, range=(lo, hi))[0]
     else:
         ranges = [(min(a[:, i].min(), b[:, i].min()), max(a[:, i].max(), b[:, i].max())) for i in range(2)]
-        p = np.histogram2d(a[:, 0], a[:, 1], bins=bins, range=ranges)[0].ravel()
+        p = np.histogram2d(a[:, 0], a[:, 1], bins=bins, range=ranges, weights=weights_a)[0].ravel()
         q = np.histogram2d(b[:, 0], b[:, 1], bins=bins, range=ranges)[0].ravel()
     return float(jensenshannon(p.astype(float), q.astype(float), base=JSD_BASE))
 
@@ -167,22 +167,27 @@ def score_asymmetry(denoiser, reference, frames: int = 20, seed: int = 0) -> dic
 
 
 def compare_ensembles(samples, reference, lag: int = 10, clusters: int = 100, states: int = 4,
-                      seed: int = 0) -> dict:
+                      seed: int = 0, sample_weights=None) -> dict:
     """Every comparison of this module; ``samples`` and ``reference`` are heavy-atom
-    trajectories of the same molecule (same atom order)."""
+    trajectories of the same molecule (same atom order). ``sample_weights`` [sample frames]: the
+    weights of reweighted biased samples (metadynamics), used by every histogram and state
+    population; decorrelation times stay those of the biased walk."""
     from deeptime.clustering import KMeans
     from deeptime.decomposition import TICA
     from deeptime.markov.msm import MaximumLikelihoodMSM
 
     from .torsions import torsion_jsds
 
+    weights = None if sample_weights is None else np.asarray(sample_weights, dtype=np.float64)
+    if weights is not None and weights.shape != (samples.n_frames,):
+        raise ValueError(f"{weights.shape} sample weights for {samples.n_frames} sample frames")
     ref_features, keys = torsion_features(reference)
     sample_features, _ = torsion_features(samples, keys)
     tica = TICA(lagtime=lag, dim=2).fit(ref_features).fetch_model()
     ref_tics, sample_tics = tica.transform(ref_features), tica.transform(sample_features)
-    result = {"jsd_base": "e", "torsions": torsion_jsds(samples, reference),
-              "tica": {"lag_frames": lag, "jsd_tic0": _jsd_hist(sample_tics[:, 0], ref_tics[:, 0], 100),
-                       "jsd_tic0_tic1": _jsd_hist(sample_tics[:, :2], ref_tics[:, :2], 50)}}
+    result = {"jsd_base": "e", "torsions": torsion_jsds(samples, reference, weights),
+              "tica": {"lag_frames": lag, "jsd_tic0": _jsd_hist(sample_tics[:, 0], ref_tics[:, 0], 100, weights),
+                       "jsd_tic0_tic1": _jsd_hist(sample_tics[:, :2], ref_tics[:, :2], 50, weights)}}
     # The reference is a finite sample too: its two halves' distances are the floor below which a
     # sampler's distance to it says nothing (slow torsions make it high).
     half = reference.n_frames // 2
@@ -219,13 +224,15 @@ def compare_ensembles(samples, reference, lag: int = 10, clusters: int = 100, st
 
     outside = nearest_distance(sample_tics) > nearest_distance(ref_tics).max()
     sample_states[outside] = n_states
-    p = np.bincount(sample_states[sample_states >= 0], minlength=n_states + 1) / max(1, len(sample_states))
+    assigned = sample_states >= 0
+    p = np.bincount(sample_states[assigned], weights=None if weights is None else weights[assigned],
+                    minlength=n_states + 1) / (max(1, len(sample_states)) if weights is None else weights.sum())
     q = np.bincount(ref_states[ref_states >= 0], minlength=n_states + 1) / max(1, len(ref_states))
     result["msm"] = {"clusters": int(k), "states": int(n_states), "empty_states": empty_states, "lag_frames": lag,
                      "sample_probabilities": p[:n_states].tolist(), "reference_probabilities": q[:n_states].tolist(),
                      "msm_stationary": pcca.coarse_grained_stationary_probability.tolist(),
                      "jsd_states": float(jensenshannon(p + 1e-12, q + 1e-12, base=JSD_BASE)),
-                     "sample_outside_fraction": float(outside.mean()),
+                     "sample_outside_fraction": float(np.average(outside, weights=weights)),
                      "sample_unassigned_fraction": float((sample_states < 0).mean()),
                      "reference_unassigned_fraction": float((ref_states < 0).mean())}
     result["decorrelation_frames"] = {

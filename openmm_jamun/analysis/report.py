@@ -11,7 +11,7 @@ import numpy as np
 
 from ..model.registry import denoiser_for, resolve_model
 from ..data.md import TOPOLOGY_FILE, TRAJECTORY_FILE, load_md_frames
-from ..records import RELAXED, RELAXED_TOPOLOGY, SAMPLES, TOPOLOGY, write_json
+from ..records import RELAXED, RELAXED_TOPOLOGY, SAMPLES, TOPOLOGY, WEIGHTS, write_json
 from ..topology import heavy_atom_slice
 from .ensemble import compare_ensembles, jump_of_reference, score_asymmetry
 from .validity import ValidityChecker, frame_validity, validity_summary
@@ -37,6 +37,24 @@ def load_heavy(path: str, topology: str | None = None):
     traj = mdtraj.load(path, top=topology)
     traj = heavy_atom_slice(traj)
     return split_chains(traj)
+
+
+def sample_weights(run_dir: str, frames: int):
+    """The weights of a metadynamics run's samples (``weights.csv``), in :func:`load_heavy`'s pooled
+    order (chain 0's frames, then chain 1's, ...), normalised; None for a run without them. A file
+    that does not match the samples frame for frame is an error, never a silent misalignment."""
+    path = Path(run_dir) / WEIGHTS
+    if not (Path(run_dir).is_dir() and path.is_file()):
+        return None
+    table = np.loadtxt(path, delimiter=",", skiprows=1, ndmin=2)
+    frame, chain, weight = table[:, 0].astype(int), table[:, 1].astype(int), table[:, 5]
+    chains = int(chain.max()) + 1 if len(chain) else 0
+    if len(table) != frames or chains == 0 or len(table) % chains:
+        raise ValueError(f"{path} has {len(table)} rows for {frames} sample frames (chains pooled): "
+                         "the weights do not belong to these samples")
+    pooled = np.zeros(len(table))
+    pooled[chain * (len(table) // chains) + frame] = weight
+    return pooled / pooled.sum()
 
 
 def relaxed_all_atom(run_dir: str):
@@ -68,7 +86,12 @@ def analyze(samples: str, reference: str, out: str, lag: int = 10, states: int =
     if model is not None:  # a model that cannot be found or cannot handle the molecule fails before any output
         model_path = resolve_model(model)
         denoiser = denoiser_for(model_path, ref_traj.topology.to_openmm(), chains=1)
-    result = compare_ensembles(sample_traj, ref_traj, lag=lag, states=states)
+    weights = sample_weights(samples, sample_traj.n_frames)
+    result = compare_ensembles(sample_traj, ref_traj, lag=lag, states=states, sample_weights=weights)
+    if weights is not None:
+        result["weights"] = {"file": str(Path(samples) / WEIGHTS), "effective_sample_size":
+                             float(1.0 / np.sum(weights ** 2)),
+                             "used_for": "every torsion, TICA and state histogram of the samples"}
     # one validity definition for every frame set; the reference's first frame is the all-atom template
     checker = ValidityChecker(ref_traj.topology, ref_traj.xyz[0])
     result["validity"] = validity_summary(frame_validity(sample_traj, checker=checker))
@@ -87,7 +110,9 @@ def analyze(samples: str, reference: str, out: str, lag: int = 10, states: int =
     if relaxed is not None:
         finite = np.isfinite(relaxed.xyz).all(axis=(1, 2))
         shift = np.sqrt(((relaxed.xyz[finite] - sample_traj.xyz[finite]) ** 2).sum(-1).mean(-1))
-        result["relaxed"] = {"frames": int(relaxed.n_frames), "torsions": torsion_jsds(relaxed[finite], ref_traj),
+        relaxed_weights = None if weights is None else weights[finite] / weights[finite].sum()
+        result["relaxed"] = {"frames": int(relaxed.n_frames),
+                             "torsions": torsion_jsds(relaxed[finite], ref_traj, relaxed_weights),
                              "rms_shift_nm": float(shift.mean()) if len(shift) else None,
                              "validity": validity_summary(frame_validity(relaxed_all_atom(samples)))}
     if denoiser is not None:

@@ -73,31 +73,37 @@ def backbone_pairs(angles: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     return pairs
 
 
-def _histogram_1d(x, bins):
-    return np.histogram(x, bins=bins, range=(-np.pi, np.pi))[0].astype(float)
+def _histogram_1d(x, bins, weights=None):
+    return np.histogram(x, bins=bins, range=(-np.pi, np.pi), weights=weights)[0].astype(float)
 
 
-def jsd_1d(a: np.ndarray, b: np.ndarray, bins: int = 100) -> float:
-    """JS distance (base e) of two angle samples on 100 bins over (−π, π]."""
-    p, q = _histogram_1d(a, bins), _histogram_1d(b, bins)
+def jsd_1d(a: np.ndarray, b: np.ndarray, bins: int = 100, weights_a=None) -> float:
+    """JS distance (base e) of two angle samples on 100 bins over (−π, π]; ``weights_a``: per-sample
+    weights of ``a`` (reweighted biased samples), default equal."""
+    p, q = _histogram_1d(a, bins, weights_a), _histogram_1d(b, bins)
     return float(jensenshannon(p, q, base=JSD_BASE))
 
 
-def jsd_2d(a: np.ndarray, b: np.ndarray, bins: int = 50) -> float:
-    """JS distance (base e) of two [T, 2] angle samples on 50×50 bins over (−π, π]²."""
+def jsd_2d(a: np.ndarray, b: np.ndarray, bins: int = 50, weights_a=None) -> float:
+    """JS distance (base e) of two [T, 2] angle samples on 50×50 bins over (−π, π]² (``weights_a`` as
+    :func:`jsd_1d`'s)."""
     edges = [np.linspace(-np.pi, np.pi, bins + 1)] * 2
-    p = np.histogram2d(a[:, 0], a[:, 1], bins=edges)[0].ravel()
+    p = np.histogram2d(a[:, 0], a[:, 1], bins=edges, weights=weights_a)[0].ravel()
     q = np.histogram2d(b[:, 0], b[:, 1], bins=edges)[0].ravel()
     return float(jensenshannon(p, q, base=JSD_BASE))
 
 
-def torsion_jsds(samples, reference) -> dict:
-    """All torsion JSDs of two trajectories of the same molecule: 1-D per torsion, 2-D per φ/ψ pair."""
+def torsion_jsds(samples, reference, sample_weights=None) -> dict:
+    """All torsion JSDs of two trajectories of the same molecule: 1-D per torsion, 2-D per φ/ψ pair.
+    ``sample_weights`` [frames of samples]: weights of reweighted (biased) samples."""
     a, b = torsions(samples), torsions(reference)
+    if sample_weights is not None and len(sample_weights) != samples.n_frames:
+        raise ValueError(f"{len(sample_weights)} weights for {samples.n_frames} sample frames")
     common = sorted(set(a) & set(b))
-    one_d = {key: jsd_1d(a[key], b[key]) for key in common}
+    one_d = {key: jsd_1d(a[key], b[key], weights_a=sample_weights) for key in common}
     pa, pb = backbone_pairs(a), backbone_pairs(b)
-    two_d = {f"phi_psi:{res}": jsd_2d(pa[res], pb[res]) for res in sorted(set(pa) & set(pb))}
+    two_d = {f"phi_psi:{res}": jsd_2d(pa[res], pb[res], weights_a=sample_weights)
+             for res in sorted(set(pa) & set(pb))}
     backbone = [v for k, v in one_d.items() if k.startswith(("phi", "psi"))]
     sidechain = [v for k, v in one_d.items() if k.startswith("chi")]
     return {
