@@ -1,6 +1,7 @@
 """Evaluate a model on unseen peptides: walk-jump samples against reference MD, and the jump alone.
 
-For each peptide: ``jamun sample --raw`` (K chains, N steps, seed 0, one thread), then ``jamun analyze``
+For each peptide: ``jamun sample --raw`` (K chains, N steps, seed 0, one thread), ``jamun relax`` of its
+samples (vacuum amber14, batches of 64, one thread), then ``jamun analyze``
 against the peptide's reference MD with ``--model`` (which also jumps σ-noised reference frames: the
 denoiser's error apart from the walk's). Prints the model card's Markdown tables and writes every
 figure to ``OUT/evaluation.json``. A finished sample run and its analysis are reused, so an
@@ -23,6 +24,7 @@ import numpy as np
 
 from openmm_jamun.analysis.report import analyze
 from openmm_jamun.records import read_json, write_json
+from openmm_jamun.relax_run import relax_samples
 from openmm_jamun.sample import run_sampling
 
 
@@ -53,6 +55,9 @@ def figures(run, result, reference_ns) -> dict:
         "jump_backbone_jsd": jump["torsions"]["mean_backbone_1d"],
         "walk_minus_jump_backbone_jsd": torsions["mean_backbone_1d"] - jump["torsions"]["mean_backbone_1d"],
         "valid_fraction": result["validity"]["valid_fraction"],
+        "relaxed_valid_fraction": result["relaxed"]["validity"]["valid_fraction"],
+        "relaxed_backbone_jsd": result["relaxed"]["torsions"]["mean_backbone_1d"],
+        "relaxation_s_per_walk_s": run["relaxation"]["wall_time_s"] / run["wall_time_s"],
         "jump_valid_fraction": jump["validity"]["valid_fraction"],
         "jump_rms_error_nm": jump["rms_error_nm"],
         "score_asymmetry": jump["score_asymmetry"]["mean"],
@@ -70,7 +75,8 @@ WALK_COLUMNS = [
     ("backbone JSD", "backbone_jsd", "f"), ("reference floor", "backbone_jsd_reference_floor", "f"),
     ("side-chain JSD", "sidechain_jsd", "f"), ("φ/ψ JSD (2-D)", "phi_psi_jsd_2d", "f"), ("TIC0 JSD", "tic0_jsd", "f"),
     ("MSM-state JSD", "msm_state_jsd", "f"), ("outside reference states", "outside_reference_states", "%"),
-    ("valid raw jumps", "valid_fraction", "%")]
+    ("valid raw jumps", "valid_fraction", "%"), ("valid relaxed", "relaxed_valid_fraction", "%"),
+    ("relaxed backbone JSD", "relaxed_backbone_jsd", "f"), ("relaxation / walk time", "relaxation_s_per_walk_s", "f")]
 JUMP_COLUMNS = [
     ("jump of noised reference frames: backbone JSD", "jump_backbone_jsd", "f"),
     ("walk minus jump", "walk_minus_jump_backbone_jsd", "f"), ("valid jumps of noised frames", "jump_valid_fraction", "%"),
@@ -111,6 +117,9 @@ def main():
             sys.exit(f"error: no reference MD for {peptide} in {args.references} (jamun md {peptide} --out {reference})")
         out = os.path.join(args.out, peptide)
         run = sample(peptide, out, args)
+        if "relaxation" not in run or run["relaxation"]["frames"] < run["frames"]:
+            relax_samples(out, threads=1, progress=False)
+            run = read_json(os.path.join(out, "run.json"))
         analysis = os.path.join(out, "analysis", "analysis.json")
         if os.path.isfile(analysis) and os.path.getmtime(analysis) > os.path.getmtime(os.path.join(out, "run.json")):
             result = read_json(analysis)  # this run's analysis, finished before an interruption

@@ -11,6 +11,7 @@ RMS shift.
 from __future__ import annotations
 
 import os
+import time
 
 import mdtraj
 import numpy as np
@@ -92,7 +93,9 @@ def relax_samples(run_dir, *, implicit: str | None = None, batch_size: int | Non
         for first in range(done, samples.n_frames, frames_per_batch):
             batch = samples.xyz[first:first + frames_per_batch]
             heavy = batch.reshape(-1, per_chain, 3)
+            started = time.perf_counter()
             result = relaxer.relax(heavy)
+            wall_s = time.perf_counter() - started
             positions = result.positions.reshape(len(batch), chains * result.positions.shape[1], 3)
             if writer is None:
                 if not done:
@@ -112,7 +115,7 @@ def relax_samples(run_dir, *, implicit: str | None = None, batch_size: int | Non
                 if reason is not None:
                     reasons[reason] = reasons.get(reason, 0) + 1
             batches.append({"raw": raw, "relaxed": relaxed, "rms_shift_sum_nm": float(np.nansum(result.rms_shift_nm)),
-                            "invalid_reasons": reasons})
+                            "invalid_reasons": reasons, "wall_s": round(wall_s, 3)})
             bar.update(len(batch))
     finally:
         bar.close()
@@ -137,4 +140,5 @@ def _summary(batches: list, chains: int) -> dict:
         for reason, count in batch["invalid_reasons"].items():
             reasons[reason] = reasons.get(reason, 0) + count
     return {"frames": raw["frames"] // chains, "raw": _fractions(raw), "relaxed": _fractions(relaxed),
-            "invalid_reasons": reasons, "mean_rms_shift_nm": shift / max(relaxed["frames"], 1)}
+            "invalid_reasons": reasons, "mean_rms_shift_nm": shift / max(relaxed["frames"], 1),
+            "wall_time_s": round(sum(batch.get("wall_s", 0.0) for batch in batches), 2)}
