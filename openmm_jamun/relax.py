@@ -29,8 +29,8 @@ it can (AlphaFold's amber relaxation, batched):
 5. AlphaFold's safeguard: a relaxed frame that still has a bond off its amber length or a clash
    (``analysis.validity``) has the restraints of the heavy atoms in those bonds and clashes
    released and is minimised again, alone, from where it stands; a violation that survives its
-   atoms' release frees their bonded heavy neighbours in the next round; at most
-   ``release_rounds`` rounds. A trans peptide bond bent past the ω tolerance (|ω| between 90° and 150°: a blurred
+   atoms' release frees the bonded heavy neighbours of every released atom in the next round; at
+   most ``release_rounds`` rounds. A trans peptide bond bent past the ω tolerance (|ω| between 90° and 150°: a blurred
    amide plane, like a stretched bond) releases the atoms of its plane (α(i), C, O, N, α(i+1)) the same way. Chirality and cis
    peptide bonds (|ω| < 90°) release nothing: relaxation must not turn a D residue into L or
    flip an ω, it reports them.
@@ -167,7 +167,9 @@ class Relaxer:
     max_iterations : int
         L-BFGS iterations per minimisation (0: until converged).
     release_rounds : int
-        Rounds of AlphaFold's safeguard (release violators' restraints, minimise again).
+        Rounds of AlphaFold's safeguard (release violators' restraints, minimise again; default 8:
+        a bent peptide bond can need several shells of its neighbours freed, and only the frames
+        still in violation pay for a round).
     batch_size : int
         Frames minimised together in one System.
     platform, threads, properties
@@ -177,7 +179,7 @@ class Relaxer:
     """
 
     def __init__(self, topology, positions, *, implicit: str | None = None, restraint_k=DEFAULT_RESTRAINT_K,
-                 tolerance=DEFAULT_TOLERANCE, max_iterations: int = 0, release_rounds: int = 3,
+                 tolerance=DEFAULT_TOLERANCE, max_iterations: int = 0, release_rounds: int = 8,
                  batch_size: int = 64, platform="CPU", threads: int | None = 1, properties: dict | None = None):
         topology = as_openmm_topology(topology)
         if topology.getNumChains() != 1:
@@ -493,8 +495,9 @@ class Relaxer:
                 progressed = False
                 for k, atoms in zip(candidates, violators):
                     fresh = atoms[~released[k, atoms]]
-                    if len(fresh) == 0 and len(atoms):  # released and still in violation: free their neighbours
-                        around = np.unique(np.concatenate([self._heavy_neighbours[a] for a in atoms]))
+                    if len(fresh) == 0 and len(atoms):  # released and still in violation: free the next shell
+                        freed = np.nonzero(released[k] & self._restrained)[0]
+                        around = np.unique(np.concatenate([self._heavy_neighbours[a] for a in freed]))
                         fresh = around[~released[k, around]]
                     if len(fresh) == 0:
                         continue
