@@ -67,7 +67,7 @@ def figures(run, result, reference_ns) -> dict:
 def fmt(value, kind="f"):
     if value is None:
         return "n/a"
-    return {"%": f"{100 * value:.0f}%", "Å": f"{10 * value:.2f}"}.get(kind, f"{value:.2f}")
+    return {"%": f"{100 * value:.0f}%", "%.2": f"{100 * value:.2f}%", "Å": f"{10 * value:.2f}"}.get(kind, f"{value:.2f}")
 
 
 #: The model card's two tables: (column title, figure, format) per column.
@@ -75,8 +75,8 @@ WALK_COLUMNS = [
     ("backbone JSD", "backbone_jsd", "f"), ("reference floor", "backbone_jsd_reference_floor", "f"),
     ("side-chain JSD", "sidechain_jsd", "f"), ("φ/ψ JSD (2-D)", "phi_psi_jsd_2d", "f"), ("TIC0 JSD", "tic0_jsd", "f"),
     ("MSM-state JSD", "msm_state_jsd", "f"), ("outside reference states", "outside_reference_states", "%"),
-    ("valid raw jumps", "valid_fraction", "%"), ("valid relaxed", "relaxed_valid_fraction", "%"),
-    ("relaxed backbone JSD", "relaxed_backbone_jsd", "f"), ("relaxation / walk time", "relaxation_s_per_walk_s", "f")]
+    ("valid raw jumps", "valid_fraction", "%"), ("valid relaxed", "relaxed_valid_fraction", "%.2"),
+    ("relaxed backbone JSD", "relaxed_backbone_jsd", "f"), ("relaxation / walk time", "relaxation_s_per_walk_s", "%")]
 JUMP_COLUMNS = [
     ("jump of noised reference frames: backbone JSD", "jump_backbone_jsd", "f"),
     ("walk minus jump", "walk_minus_jump_backbone_jsd", "f"), ("valid jumps of noised frames", "jump_valid_fraction", "%"),
