@@ -74,6 +74,10 @@ DEFAULT_TOLERANCE = 50.0 * unit.kilojoule_per_mole / unit.nanometer
 MAX_BOND_NM = 0.3
 _CUTOFF_MARGIN_NM = 0.2
 _COPY_GAP_MARGIN_NM = 0.5
+#: L-BFGS iterations of a batch before the frames still above the tolerance go on in a smaller batch:
+#: most frames of a capped dipeptide are below the default tolerance by then (VD: 90% by 38); it
+#: saved about 10% of the relaxation's time on VD's samples against one long stage.
+STAGE_ITERATIONS = 45
 
 
 def replicate_topology(topology: app.Topology, copies: int) -> app.Topology:
@@ -369,16 +373,18 @@ class Relaxer:
                     restraint.addParticle(int(copy * self.n_atoms + atom), [0.0, 0.0, 0.0, 0.0])
             system.addForce(restraint)
             context = openmm.Context(system, openmm.VerletIntegrator(0.001), self.platform, self.properties)
-            if len(self._contexts) >= 4:  # a few batch sizes in use at once at most
+            if len(self._contexts) >= 8:  # a batch size and its stages' powers of two
                 self._contexts.pop(next(iter(self._contexts)))
             self._contexts[copies] = (context, restraint, offsets)
         return self._contexts[copies]
 
     # ----- relaxation -----------------------------------------------------------------------------------
 
-    def _minimise(self, start: np.ndarray, anchors: np.ndarray, released: np.ndarray):
+    def _minimise(self, start: np.ndarray, anchors: np.ndarray, released: np.ndarray, iterations: int | None = None):
         """Minimise frames [b, n_all, 3] together with heavy atoms restrained to ``anchors`` (same shape)
-        except where ``released`` [b, n_all]; returns (positions [b, n_all, 3], RMS force [b])."""
+        except where ``released`` [b, n_all], for at most ``iterations`` L-BFGS iterations (default
+        ``max_iterations``); returns (positions [b, n_all, 3], RMS force [b])."""
+        iterations = self.max_iterations if iterations is None else iterations
         copies = len(start)
         context, restraint, offsets = self._context(copies)
         centres = anchors[:, self._restrained].mean(axis=1)
@@ -394,23 +400,39 @@ class Relaxer:
         restraint.updateParametersInContext(context)
         context.setPositions((start + shift).reshape(-1, 3))
         if copies == 1:
-            openmm.LocalEnergyMinimizer.minimize(context, self.tolerance, self.max_iterations)
+            openmm.LocalEnergyMinimizer.minimize(context, self.tolerance, iterations)
         else:
             reporter = _StopWhenEveryCopyConverged(copies, self.tolerance)
             # OpenMM's own criterion (RMS over the batch) below tolerance/√B implies every copy is below it
-            openmm.LocalEnergyMinimizer.minimize(context, self.tolerance / math.sqrt(copies), self.max_iterations,
-                                                 reporter)
+            openmm.LocalEnergyMinimizer.minimize(context, self.tolerance / math.sqrt(copies), iterations, reporter)
         state = context.getState(getPositions=True, getForces=True)
         positions = state.getPositions(asNumpy=True).value_in_unit(unit.nanometer).reshape(copies, self.n_atoms, 3)
         forces = state.getForces(asNumpy=True).value_in_unit(unit.kilojoule_per_mole / unit.nanometer)
         rms_force = np.sqrt(np.mean(np.asarray(forces).reshape(copies, -1) ** 2, axis=1))
         return np.asarray(positions) - shift, rms_force
 
-    def _minimise_or_split(self, start, anchors, released):
+    def _minimise_staged(self, start, anchors, released):
+        """:meth:`_minimise_or_split` in stages: the batch for ``STAGE_ITERATIONS`` iterations, then the
+        frames not yet below the tolerance on their own, in a smaller batch (a power of two, padded
+        with copies of one of them, so that few Context sizes are built), and so on. One L-BFGS run
+        over a batch waits for its slowest frame, and most frames converge in a fraction of its
+        iterations. With ``max_iterations`` set, one stage: the limit is per minimisation."""
+        if len(start) <= 2 or self.max_iterations:
+            return self._minimise_or_split(start, anchors, released)
+        positions, rms_force, failures = self._minimise_or_split(start, anchors, released, STAGE_ITERATIONS)
+        left = [k for k in range(len(start)) if failures[k] is None and not rms_force[k] < self.tolerance]
+        if left:
+            picked = left + [left[0]] * ((1 << (len(left) - 1).bit_length()) - len(left))
+            more = self._minimise_staged(positions[picked], anchors[picked], released[picked])
+            for j, k in enumerate(left):
+                positions[k], rms_force[k], failures[k] = more[0][j], more[1][j], more[2][j]
+        return positions, rms_force, failures
+
+    def _minimise_or_split(self, start, anchors, released, iterations: int | None = None):
         """:meth:`_minimise`, and where a batch fails (a NaN energy), each of its frames alone, so one
         bad frame fails alone; returns positions, RMS force and a failure message per frame."""
         try:
-            positions, rms_force = self._minimise(start, anchors, released)
+            positions, rms_force = self._minimise(start, anchors, released, iterations)
             if np.isfinite(positions).all():
                 return positions, rms_force, [None] * len(start)
             if len(start) == 1:
@@ -418,7 +440,7 @@ class Relaxer:
         except openmm.OpenMMException as error:
             if len(start) == 1:
                 return np.full_like(start, np.nan), np.full(1, np.nan), [f"minimisation failed: {error}"]
-        parts = [self._minimise_or_split(start[k:k + 1], anchors[k:k + 1], released[k:k + 1])
+        parts = [self._minimise_or_split(start[k:k + 1], anchors[k:k + 1], released[k:k + 1], iterations)
                  for k in range(len(start))]
         return (np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts]),
                 [p[2][0] for p in parts])
@@ -481,7 +503,7 @@ class Relaxer:
             for group, size in ((order[0], self.batch_size), (order[1], 1)):
                 for first in range(0, len(group), size):
                     chunk = group[first:first + size]
-                    out, force, messages = self._minimise_or_split(start[chunk], anchors[chunk], released[todo[chunk]])
+                    out, force, messages = self._minimise_staged(start[chunk], anchors[chunk], released[todo[chunk]])
                     positions[todo[chunk]], rms_force[todo[chunk]] = out, force
                     for k, message in zip(todo[chunk], messages):
                         failures[k] = message
