@@ -227,6 +227,13 @@ class JamunIntegrator(openmm.CustomIntegrator):
             self.setGlobalVariableByName("n_trials", 0)
             self.setGlobalVariableByName("n_accept", 0)
 
+    def invalidate_cache(self) -> None:
+        """Make the next Metropolis step recompute the energy and force at the current positions:
+        needed when the potential changes without the positions moving (a metadynamics deposit, a
+        parameter change). A no-op for the plain walk, which has no cache."""
+        if self._metropolis:
+            self.setGlobalVariableByName("cached", 0)
+
     def current_forces(self):
         """The force (kJ/mol/nm, an (N, 3) array) at the positions the last step ended on, kept by the
         program in ``fcur``; None before the first step."""

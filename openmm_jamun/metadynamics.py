@@ -339,6 +339,7 @@ class SharedBiasMetadynamics:
         if depositing:
             self._deposit(cvs, bias)
             self._force.updateParametersInContext(simulation.context)
+            _potential_changed(simulation)
 
     # -- the bias -------------------------------------------------------------------------------
 
@@ -523,7 +524,16 @@ class SharedBiasMetadynamics:
         self._set_table(self._table)
         if self._simulation is not None:
             self._force.updateParametersInContext(self._simulation.context)
+            _potential_changed(self._simulation)
         return self
+
+
+def _potential_changed(simulation) -> None:
+    """The bias changed where the walk stands: a Metropolis walk must not compare the next proposal
+    with its cached energy under the old bias."""
+    invalidate = getattr(simulation.integrator, "invalidate_cache", None)
+    if invalidate is not None:
+        invalidate()
 
 
 def reweighting_weights(frame_bias, frame_c, temperature) -> np.ndarray:

@@ -74,7 +74,8 @@ DEFAULT_TOLERANCE = 50.0 * unit.kilojoule_per_mole / unit.nanometer
 MAX_BOND_NM = 0.3
 _CUTOFF_MARGIN_NM = 0.2
 _COPY_GAP_MARGIN_NM = 0.5
-#: L-BFGS iterations of a batch before the frames still above the tolerance go on in a smaller batch:
+#: L-BFGS iterations of a batch before the frames still above the tolerance go on in a smaller batch
+#: to convergence:
 #: most frames of a capped dipeptide are below the default tolerance by then (VD: 90% by 38); it
 #: saved about 10% of the relaxation's time on VD's samples against one long stage.
 STAGE_ITERATIONS = 45
@@ -412,18 +413,18 @@ class Relaxer:
         return np.asarray(positions) - shift, rms_force
 
     def _minimise_staged(self, start, anchors, released):
-        """:meth:`_minimise_or_split` in stages: the batch for ``STAGE_ITERATIONS`` iterations, then the
-        frames not yet below the tolerance on their own, in a smaller batch (a power of two, padded
-        with copies of one of them, so that few Context sizes are built), and so on. One L-BFGS run
-        over a batch waits for its slowest frame, and most frames converge in a fraction of its
-        iterations. With ``max_iterations`` set, one stage: the limit is per minimisation."""
+        """:meth:`_minimise_or_split` in two stages: the batch for ``STAGE_ITERATIONS`` iterations, then
+        the frames not yet below the tolerance on their own, in a smaller batch (a power of two,
+        padded with copies of one of them, so that few Context sizes are built), to convergence. One
+        L-BFGS run over a batch waits for its slowest frame, and most frames converge in a fraction of
+        its iterations. With ``max_iterations`` set, one stage: the limit is per minimisation."""
         if len(start) <= 2 or self.max_iterations:
             return self._minimise_or_split(start, anchors, released)
         positions, rms_force, failures = self._minimise_or_split(start, anchors, released, STAGE_ITERATIONS)
         left = [k for k in range(len(start)) if failures[k] is None and not rms_force[k] < self.tolerance]
         if left:
             picked = left + [left[0]] * ((1 << (len(left) - 1).bit_length()) - len(left))
-            more = self._minimise_staged(positions[picked], anchors[picked], released[picked])
+            more = self._minimise_or_split(positions[picked], anchors[picked], released[picked])
             for j, k in enumerate(left):
                 positions[k], rms_force[k], failures[k] = more[0][j], more[1][j], more[2][j]
         return positions, rms_force, failures

@@ -95,6 +95,13 @@ def metad_settings(torsions: str | None, bias_factor: float | None = None, heigh
         return None
     names = parse_torsions(torsions)
     spec = ",".join(f"{kind}:{residue}" for kind, residue in names)
+    for name, value, ok, rule in (("bias_factor", bias_factor, lambda v: v > 1, "> 1 (well-tempered)"),
+                                  ("height_kj_per_mol", height_kj_per_mol, lambda v: v > 0, "> 0"),
+                                  ("width_rad", width_rad, lambda v: v > 0, "> 0"),
+                                  ("deposit_interval", deposit_interval, lambda v: int(v) == v and v >= 1,
+                                   "a positive integer")):
+        if value is not None and not ok(value):
+            raise ValueError(f"metadynamics {name} must be {rule}; got {value}")
     return {"torsions": spec, **options}
 
 
@@ -172,7 +179,10 @@ def attach_reporters(simulation: WalkSimulation, files: RunFiles, interval: int,
     log = AcceptanceStateDataReporter if simulation.integrator.metropolis else app.StateDataReporter
     simulation.reporters.append(log(files.log, interval * 10, step=True, time=True, potentialEnergy=True,
                                     speed=True, elapsedTime=True, append=append))
-    simulation.reporters.append(_CheckpointReporter(files, interval))
+    # A metadynamics run's checkpoint carries its bias (frame records included): written at the chunk
+    # boundaries where Ctrl-C stops, not at every frame, so its cost does not grow with the run.
+    every = interval * FRAMES_PER_CHUNK if getattr(simulation, "metadynamics", None) is not None else interval
+    simulation.reporters.append(_CheckpointReporter(files, every))
     return samples
 
 
@@ -303,7 +313,7 @@ def run_sampling(source: str, out: str, model: str | None = None, steps: int = 1
         if integrator.metropolis:
             record["acceptance"] = {"rate": integrator.acceptance_rate, "accepted": integrator.n_accept,
                                     "proposed": integrator.n_trials}
-        if getattr(simulation, "metadynamics", None) is not None:
+        if getattr(simulation, "metadynamics", None) is not None and simulation.metadynamics.frame_steps:
             record["metadynamics"] = {**write_weights(simulation.metadynamics, interval, files.weights),
                                       "exact": force_has_energy(find_score_module(simulation.system))}
         record.update({"steps_done": simulation.currentStep, "frames": simulation.currentStep // interval,

@@ -125,6 +125,12 @@ def test_md_can_store_heavy_atoms_only_and_resumes_so(tmp_path):
         load_md_frames(str(tmp_path / "heavy"), heavy_atoms_only=False)
     with pytest.raises(ValueError, match="trajectory_atoms 'all'"):
         run_md("A", str(tmp_path / "heavy"), ns=0.02, trajectory_atoms="all", **kwargs)
+    # a run recorded before trajectory_atoms existed stored all atoms: asking for heavy is a change
+    record = json.load(open(tmp_path / "all" / "md.json"))
+    del record["trajectory_atoms"]
+    (tmp_path / "all" / "md.json").write_text(json.dumps(record))
+    with pytest.raises(ValueError, match="trajectory_atoms 'heavy'"):
+        run_md("A", str(tmp_path / "all"), ns=0.02, trajectory_atoms="heavy", **kwargs)
     with pytest.raises(ValueError, match="trajectory_atoms must be one of"):
         run_md("A", str(tmp_path / "x"), ns=0.01, trajectory_atoms="backbone", **kwargs)
 

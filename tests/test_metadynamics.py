@@ -226,3 +226,22 @@ def test_c_of_t_is_the_uniform_part_of_the_bias_and_enters_the_weights():
     kT = 300 * 0.00831446261815324
     w = reweighting_weights([[5.0], [5.0]], [0.0, 2.0], 300)
     assert w[0, 0] / w[1, 0] == pytest.approx(np.exp(2.0 / kT)) and w.sum() == pytest.approx(1.0)
+
+
+def test_a_deposit_refreshes_the_metropolis_walks_cached_energy():
+    """The Metropolis walk caches the energy at its current positions; a deposit changes the bias
+    there without moving them, so the next proposal must not be judged against the old energy."""
+    denoiser, topology, x0, info = oj.mixture_example(2, separation=SEPARATION, widths=(0.03, 0.03),
+                                                      weights=(0.7, 0.3))
+    integrator = oj.JamunIntegrator(sigma=SIGMA, metropolis=True)
+    simulation, _ = make_walk(denoiser, topology, x0, backend="torch", platform="Reference", seed=3,
+                              integrator=integrator)
+    SharedBiasMetadynamics([x_variable(info["origin_x"])], 2, bias_factor=4, height=1.0,
+                           deposit_interval=5).add_to(simulation)
+    simulation.step(4)
+    assert integrator.getGlobalVariableByName("cached") == 1
+    simulation.step(1)  # the deposit, at the end of step 5
+    assert integrator.getGlobalVariableByName("cached") == 0
+    simulation.step(1)
+    energy = simulation.context.getState(getEnergy=True).getPotentialEnergy().value_in_unit(unit.kilojoule_per_mole)
+    assert integrator.getGlobalVariableByName("Ecur") == pytest.approx(energy, rel=1e-6, abs=1e-6)

@@ -309,41 +309,54 @@ def test_metropolis_sampling_records_its_acceptance_and_refuses_a_direct_model(t
     assert not (tmp_path / "direct").exists()
 
 
-def test_metadynamics_run_writes_weights_frame_by_frame_resumes_and_is_analysed(gaussian_model, md_root, tmp_path):
-    """--metad: weights.csv aligned with samples.dcd (also after a resume),
-    other bias settings on resume and bad torsions are errors, and jamun analyze weights the samples."""
+def test_metadynamics_run_writes_weights_frame_by_frame_resumes_and_is_analysed(md_root, tmp_path):
+    """--metad on 2 chains: weights.csv aligned with samples.dcd frame by frame and chain by chain
+    (also after a resume), other bias settings on resume and bad options are errors that write
+    nothing, and jamun analyze weights the samples in the pooled (chain-major) order."""
     from openmm_jamun.analysis.report import load_heavy, sample_weights
     from openmm_jamun.analysis.torsions import torsion_jsds
+    from openmm_jamun.model.gaussian import GaussianDenoiser
+
+    topology, positions = build_peptide("A")
+    mu = positions.value_in_unit(unit.nanometer)[featurize(topology).atom_indices]
+    two = GaussianDenoiser(torch.as_tensor(np.concatenate([mu, mu]), dtype=torch.float32), 0.02, 0.04)
+    two.num_chains = 2
+    model = str(tmp_path / "gauss2.pt")
+    torch.jit.save(torch.jit.script(two), model)
 
     out = tmp_path / "metad"
-    base = ["sample", "A", "--model", gaussian_model, "--interval", "10", "--out", str(out),
+    base = ["sample", "A", "--model", model, "--interval", "10", "--chains", "2", "--out", str(out),
             "--quiet", "--raw", "--metad", "psi:1,phi:1"]
     assert main([*base, "--steps", "100", "--metad-interval", "20"]) == 0
     rows = np.loadtxt(out / "weights.csv", delimiter=",", skiprows=1)
-    assert rows.shape == (10, 6) and set(rows[:, 1]) == {0}
-    np.testing.assert_array_equal(rows[:, 0], np.arange(10))
-    np.testing.assert_array_equal(rows[:, 2], np.arange(10, 101, 10))  # frame i is step 10(i+1)
+    assert rows.shape == (20, 6)
+    np.testing.assert_array_equal(rows[:, 0], np.repeat(np.arange(10), 2))  # frame-major, both chains
+    np.testing.assert_array_equal(rows[:, 1], np.tile([0, 1], 10))
+    np.testing.assert_array_equal(rows[::2, 2], np.arange(10, 101, 10))  # frame i is step 10(i+1)
     record = json.loads((out / "run.json").read_text())
     assert record["metad"]["torsions"] == "psi:1,phi:1" and record["metadynamics"]["deposits"] == 5
     assert record["metadynamics"]["exact"] is False  # the analytic Gaussian here is a direct model
     assert (out / "bias.npz").is_file()
     assert main([*base, "--steps", "200", "--resume"]) == 0  # the run's own deposit interval, kept
     rows = np.loadtxt(out / "weights.csv", delimiter=",", skiprows=1)
-    assert rows.shape == (20, 6) and json.loads((out / "run.json").read_text())["metadynamics"]["deposits"] == 10
+    assert rows.shape == (40, 6) and json.loads((out / "run.json").read_text())["metadynamics"]["deposits"] == 10
     with pytest.raises(SystemExit, match="bias_factor"):
         main([*base, "--steps", "300", "--resume", "--bias-factor", "5"])
-    with pytest.raises(SystemExit, match="chi1:1"):
-        main(["sample", "A", "--model", gaussian_model, "--out", str(tmp_path / "bad"), "--metad", "chi1:1"])
-    with pytest.raises(SystemExit, match="--metad"):
-        main(["sample", "A", "--model", gaussian_model, "--out", str(tmp_path / "bad"), "--bias-factor", "5"])
-    assert not (tmp_path / "bad").exists()
+    for bad, match in ((["--metad", "chi1:1"], "chi1:1"), (["--bias-factor", "5"], "--metad"),
+                       (["--metad", "phi:1", "--bias-factor", "1"], "bias_factor must be > 1")):
+        with pytest.raises(SystemExit, match=match):
+            main(["sample", "A", "--model", model, "--chains", "2", "--out", str(tmp_path / "bad"), *bad])
+        assert not (tmp_path / "bad").exists()
 
+    # pooled order: chain 0's frames, then chain 1's, each with its own row of weights.csv
+    samples, reference = load_heavy(str(out)), load_heavy(str(md_root / "A"))
+    weights = sample_weights(str(out), samples.n_frames)
+    expected = np.concatenate([rows[rows[:, 1] == chain, 5] for chain in (0, 1)])
+    np.testing.assert_allclose(weights, expected / expected.sum())
     analysis = tmp_path / "analysis"
     assert main(["analyze", str(out), "--reference", str(md_root / "A"), "--out", str(analysis), "--lag", "2",
                  "--states", "1"]) == 0
     result = json.loads((analysis / "analysis.json").read_text())
-    samples, reference = load_heavy(str(out)), load_heavy(str(md_root / "A"))
-    weights = sample_weights(str(out), samples.n_frames)
     assert result["weights"]["effective_sample_size"] == pytest.approx(1 / np.sum(weights ** 2))
     weighted = torsion_jsds(samples, reference, weights)
     assert result["torsions"]["mean_backbone_1d"] == pytest.approx(weighted["mean_backbone_1d"])

@@ -170,7 +170,7 @@ def compare_ensembles(samples, reference, lag: int = 10, clusters: int = 100, st
                       seed: int = 0, sample_weights=None) -> dict:
     """Every comparison of this module; ``samples`` and ``reference`` are heavy-atom
     trajectories of the same molecule (same atom order). ``sample_weights`` [sample frames]: the
-    weights of reweighted biased samples (metadynamics), used by every histogram and state
+    weights of reweighted biased samples (metadynamics), used by every JSD histogram and state
     population; decorrelation times stay those of the biased walk."""
     from deeptime.clustering import KMeans
     from deeptime.decomposition import TICA

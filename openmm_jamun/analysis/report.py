@@ -91,7 +91,7 @@ def analyze(samples: str, reference: str, out: str, lag: int = 10, states: int =
     if weights is not None:
         result["weights"] = {"file": str(Path(samples) / WEIGHTS), "effective_sample_size":
                              float(1.0 / np.sum(weights ** 2)),
-                             "used_for": "every torsion, TICA and state histogram of the samples"}
+                             "used_for": "every torsion, TICA and state JSD and the state populations (not the plots)"}
     # one validity definition for every frame set; the reference's first frame is the all-atom template
     checker = ValidityChecker(ref_traj.topology, ref_traj.xyz[0])
     result["validity"] = validity_summary(frame_validity(sample_traj, checker=checker))

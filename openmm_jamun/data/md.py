@@ -44,7 +44,8 @@ def _check_resume(out_dir, record, structure, caps, seed, requested: dict):
         if str(source).upper() != str(structure).upper() or record.get("caps", caps) != caps:
             raise ValueError(f"{out_dir} holds MD of {record.get('name', source)}; asked for "
                              f"{peptide_name(structure, caps)} (use another --out)")
-    check_same_settings(out_dir, record, {"seed": seed, **requested},
+    kept = {"trajectory_atoms": "all", **record}  # a run from before the setting existed stored all atoms
+    check_same_settings(out_dir, kept, {"seed": seed, **requested},
                         hint="a resumed run keeps the settings of its md.json (omit a setting to keep the run's own)")
 
 
