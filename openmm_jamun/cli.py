@@ -229,7 +229,7 @@ def build_parser() -> argparse.ArgumentParser:
     md.add_argument("--out", required=True, help="output directory (traj.xtc, topology.pdb, md.json, md.chk)")
     md.add_argument("--uncapped", action="store_true", help="zwitterionic termini instead of ACE/NME caps")
     md.add_argument("--atoms", choices=["all", "heavy"], default=None,
-                    help="atoms in traj.xtc (default all; heavy: what a JAMUN model trains on, half the size)")
+                    help="atoms in traj.xtc (default all; heavy: what a JAMUN model trains on, about 30%% smaller)")
     md.add_argument("--seed", type=int, default=None,
                     help="seed of the velocities and the thermostat (default 0; a resumed run keeps its own)")
     md.add_argument("--platform", default=None, help="OpenMM platform (default CPU)")
