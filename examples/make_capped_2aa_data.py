@@ -35,12 +35,14 @@ def main():
     parser.add_argument("--splits", nargs="+", default=["val", "train"],
                         help="splits of the recipe to run, in this order ('test (unseen)': the 10-ns references)")
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--only", nargs="+", default=None, metavar="SEQ",
+                        help="these peptides only (run several processes on disjoint lists side by side)")
     args = parser.parse_args()
     with open(os.path.join(HERE, "capped_2aa_data.json")) as handle:
         recipe = json.load(handle)
     for split in args.splits:
         for sequence, entry in recipe.items():
-            if entry["split"] != split:
+            if entry["split"] != split or (args.only is not None and sequence not in args.only):
                 continue
             record = run_md(sequence, os.path.join(args.out, sequence), ns=entry["ns"], seed=entry["seed"],
                             threads=args.threads, equilibration=entry["equilibration_ps"] * unit.picosecond,
