@@ -164,7 +164,8 @@ class JumpReporter:
             raise ValueError(f"the Relaxer is for {self._relaxer.n_input_heavy} heavy atoms; a chain of this walk "
                              f"has {per_chain}")
         self._chains = chains
-        return replicate_topology(self._relaxer.topology, chains)
+        self._all_atom_topology = replicate_topology(self._relaxer.topology, chains)
+        return self._all_atom_topology
 
     def _relaxed(self, simulation, xhat: np.ndarray) -> np.ndarray:
         """All-atom positions [K·n_all, 3] nm of the K chains of one jump, relaxed together."""
@@ -178,9 +179,9 @@ class JumpReporter:
         self.relaxation["valid"] += int(np.sum(result.valid))
         for check in CHECKS:
             self.relaxation["failing"][check] += int(np.sum(~result.validity[check]))
-        if self.topology_path is not None and not self._topology_written:
+        if not self._topology_written:
             with open(self.topology_path + ".tmp", "w") as handle:
-                app.PDBFile.writeFile(replicate_topology(self._relaxer.topology, self._chains),
+                app.PDBFile.writeFile(self._all_atom_topology,
                                       positions.reshape(-1, 3) * unit.nanometer, handle, keepIds=True)
             os.replace(self.topology_path + ".tmp", self.topology_path)
             self._topology_written = True

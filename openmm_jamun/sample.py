@@ -139,7 +139,7 @@ class _CheckpointReporter:
         save_checkpoint(simulation, self._files)
 
 
-def write_weights(metad: SharedBiasMetadynamics, interval: int, path: str) -> dict:
+def write_weights(metad: SharedBiasMetadynamics, path: str) -> dict:
     """``weights.csv``: one row per clean frame and chain (frame, chain, step, the bias V the walk
     felt there and c(t), kJ/mol, and the normalised weight), in the samples' order; returns the run
     record's summary."""
@@ -314,7 +314,7 @@ def run_sampling(source: str, out: str, model: str | None = None, steps: int = 1
             record["acceptance"] = {"rate": integrator.acceptance_rate, "accepted": integrator.n_accept,
                                     "proposed": integrator.n_trials}
         if getattr(simulation, "metadynamics", None) is not None and simulation.metadynamics.frame_steps:
-            record["metadynamics"] = {**write_weights(simulation.metadynamics, interval, files.weights),
+            record["metadynamics"] = {**write_weights(simulation.metadynamics, files.weights),
                                       "exact": force_has_energy(find_score_module(simulation.system))}
         record.update({"steps_done": simulation.currentStep, "frames": simulation.currentStep // interval,
                        "wall_time_s": round(elapsed, 2),
