@@ -27,33 +27,15 @@ import numpy as np
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from openmm_jamun.analysis.report import load_heavy, sample_weights  # noqa: E402
-from openmm_jamun.analysis.torsions import torsion_jsds, torsions  # noqa: E402
+from openmm_jamun.analysis.torsions import torsion_jsds  # noqa: E402
 from openmm_jamun.analysis.validity import ValidityChecker, frame_validity, validity_summary  # noqa: E402
 from openmm_jamun.records import read_json  # noqa: E402
 from openmm_jamun.sample import metad_settings, run_sampling  # noqa: E402
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from common import basins  # noqa: E402
+
 FRACTIONS = (0.1, 0.2, 0.5, 1.0)
-
-
-def basin_of(kind: str, angle: np.ndarray, partner: np.ndarray | None = None) -> np.ndarray:
-    """Basin labels: φ/ψ pairs (degrees) into αR 0, β/PPII 1, αL 2; a χ1 into g+ 0, t 1, g− 2."""
-    if kind == "phi":
-        phi, psi = np.degrees(angle), np.degrees(partner)
-        return np.where(phi > 0, 2, np.where((psi > -120) & (psi < 50), 0, 1))
-    chi = np.degrees(angle) % 360
-    return np.where(chi < 120, 0, np.where(chi < 240, 1, 2))
-
-
-def basins(traj) -> dict[str, np.ndarray]:
-    angles = torsions(traj)
-    out = {}
-    for key, value in angles.items():
-        kind, residue = key.split(":")
-        if kind == "phi" and f"psi:{residue}" in angles:
-            out[f"phi/psi:{residue}"] = basin_of("phi", value, angles[f"psi:{residue}"])
-        elif kind == "chi1":
-            out[key] = basin_of("chi1", value)
-    return out
 
 
 def run(peptide, out, args, metad):

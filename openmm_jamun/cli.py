@@ -154,7 +154,7 @@ def cmd_analyze(args) -> int:
     from .analysis.report import analyze
 
     result = analyze(args.samples, args.reference, args.out, lag=args.lag, states=args.states, top=args.top,
-                     model=args.model)
+                     model=args.model, weights=args.weights)
     torsion, floor = result["torsions"], result["reference_halves"]
     print(f"JS distances (base e): phi/psi 2-D {_num(torsion['mean_phi_psi_2d'])}; backbone 1-D "
           f"{_num(torsion['mean_backbone_1d'])}; side-chain 1-D {_num(torsion['mean_sidechain_1d'])}; "
@@ -292,6 +292,9 @@ def build_parser() -> argparse.ArgumentParser:
     an.add_argument("samples", help="a `jamun sample` output dir, or a trajectory file with --top")
     an.add_argument("--reference", required=True, help="a `jamun md` output dir")
     an.add_argument("--top", default=None, help="topology for a bare samples trajectory")
+    an.add_argument("--weights", default=None,
+                    help="a metadynamics run's weights.csv for a bare samples trajectory (a run directory's own "
+                         "weights.csv is used without it)")
     an.add_argument("--out", default=None, help="where to write analysis.json and plots (default: SAMPLES/analysis)")
     an.add_argument("--lag", type=_positive_int, default=10, help="TICA and MSM lag, in reference frames")
     an.add_argument("--states", type=_positive_int, default=4, help="PCCA+ metastable states")

@@ -119,11 +119,26 @@ def attach_metadynamics(simulation: WalkSimulation, settings: dict, interval: in
 
 
 def save_checkpoint(simulation: WalkSimulation, files: RunFiles) -> None:
-    """The walk's checkpoint and, for a metadynamics run, its bias first (a resumed run needs both)."""
-    metad = getattr(simulation, "metadynamics", None)
-    if metad is not None:
-        metad.save(files.bias)
-    simulation.saveCheckpoint(files.checkpoint)
+    """The walk's checkpoint and, for a metadynamics run, its bias first (a resumed run needs both).
+    Ctrl-C during the writes is handed to the handler it would have reached once both are written,
+    so they always belong together."""
+    received = []
+    in_main_thread = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGINT, lambda signum, frame: received.append(signum)) if in_main_thread else None
+    if previous is None:  # not set from Python, or not the main thread: Ctrl-C raises KeyboardInterrupt
+        previous = signal.default_int_handler
+    try:
+        metad = getattr(simulation, "metadynamics", None)
+        if metad is not None:
+            metad.save(files.bias)
+        simulation.saveCheckpoint(files.checkpoint)
+    finally:
+        if in_main_thread:
+            signal.signal(signal.SIGINT, previous)
+    if received and callable(previous):
+        previous(signal.SIGINT, None)
+    elif received and previous == signal.SIG_DFL:
+        raise KeyboardInterrupt
 
 
 class _CheckpointReporter:

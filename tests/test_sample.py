@@ -106,6 +106,39 @@ def test_ctrl_c_leaves_a_valid_trajectory_and_checkpoint(gaussian_model, tmp_pat
     assert mdtraj.load(str(out / "walk.dcd"), top=top).n_frames == done + 5
 
 
+def test_ctrl_c_while_saving_waits_until_bias_and_checkpoint_are_both_written(tmp_path):
+    """A metadynamics run's bias and walk checkpoint are one pair: Ctrl-C between the two writes
+    takes effect after both, through the handler it would have reached (KeyboardInterrupt by
+    default; step_until's stop request inside a walk)."""
+    import os
+    import signal
+    from types import SimpleNamespace
+
+    from openmm_jamun.records import RunFiles
+    from openmm_jamun.sample import save_checkpoint
+
+    written = []
+
+    def save_bias(path):
+        written.append("bias")
+        os.kill(os.getpid(), signal.SIGINT)  # Ctrl-C between the two writes
+
+    simulation = SimpleNamespace(metadynamics=SimpleNamespace(save=save_bias),
+                                 saveCheckpoint=lambda path: written.append("checkpoint"))
+    files = RunFiles(tmp_path)
+    with pytest.raises(KeyboardInterrupt):
+        save_checkpoint(simulation, files)
+    assert written == ["bias", "checkpoint"]
+    requests = []
+    previous = signal.signal(signal.SIGINT, lambda signum, frame: requests.append(signum))
+    try:
+        save_checkpoint(simulation, files)
+        assert signal.getsignal(signal.SIGINT) is not signal.default_int_handler  # the caller's handler is back
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    assert written == ["bias", "checkpoint"] * 2 and requests == [signal.SIGINT]
+
+
 def test_bad_inputs_give_clear_errors_and_write_nothing(gaussian_model, tmp_path, capsys):
     out = tmp_path / "out"
     # --steps 0 and negative
@@ -360,3 +393,12 @@ def test_metadynamics_run_writes_weights_frame_by_frame_resumes_and_is_analysed(
     assert result["weights"]["effective_sample_size"] == pytest.approx(1 / np.sum(weights ** 2))
     weighted = torsion_jsds(samples, reference, weights)
     assert result["torsions"]["mean_backbone_1d"] == pytest.approx(weighted["mean_backbone_1d"])
+    # a bare trajectory of the run takes the same weights through --weights
+    bare = ["analyze", str(out / "samples.dcd"), "--top", str(out / "topology.pdb"), "--reference",
+            str(md_root / "A"), "--lag", "2", "--states", "1"]
+    assert main([*bare, "--weights", str(out / "weights.csv"), "--out", str(tmp_path / "bare")]) == 0
+    result = json.loads((tmp_path / "bare" / "analysis.json").read_text())
+    assert result["torsions"]["mean_backbone_1d"] == pytest.approx(weighted["mean_backbone_1d"])
+    with pytest.raises(SystemExit, match="weights file"):
+        main([*bare, "--weights", str(tmp_path / "none.csv"), "--out", str(tmp_path / "none")])
+    assert not (tmp_path / "none").exists()

@@ -14,10 +14,17 @@ def _pyplot():
     return plt
 
 
+def _frames_label(label: str, frames: int, weights: np.ndarray | None) -> str:
+    if weights is None:
+        return f"{label} ({frames} frames)"
+    return f"{label} ({frames} frames, reweighted: {1.0 / np.sum(weights ** 2):.0f} effective)"
+
+
 def ramachandran(pairs: dict[str, np.ndarray], path: str, reference: dict[str, np.ndarray] | None = None,
-                 title: str = "", labels=("JAMUN", "reference")) -> str | None:
+                 title: str = "", labels=("JAMUN", "reference"), weights: np.ndarray | None = None) -> str | None:
     """Log-density Ramachandran plots, one row per residue; sample beside reference if given.
-    None (no file) when no residue has both φ and ψ."""
+    ``weights`` (normalised, one per sample frame: a metadynamics run's) weight the sample's
+    histogram. None (no file) when no residue has both φ and ψ."""
     residues = sorted(pairs, key=int)
     if not residues:
         return None
@@ -26,19 +33,19 @@ def ramachandran(pairs: dict[str, np.ndarray], path: str, reference: dict[str, n
     fig, axes = plt.subplots(len(residues), columns, figsize=(4.2 * columns, 3.8 * len(residues)), squeeze=False)
     edges = np.linspace(-180, 180, 61)
     for row, residue in enumerate(residues):
-        sets = [(labels[0], pairs[residue])]
+        sets = [(labels[0], pairs[residue], weights)]
         if reference is not None and residue in reference:
-            sets.append((labels[1], reference[residue]))
-        for column, (label, angles) in enumerate(sets):
+            sets.append((labels[1], reference[residue], None))
+        for column, (label, angles, frame_weights) in enumerate(sets):
             ax = axes[row, column]
-            hist, _, _ = np.histogram2d(*np.degrees(angles).T, bins=[edges, edges], density=True)
+            hist, _, _ = np.histogram2d(*np.degrees(angles).T, bins=[edges, edges], density=True, weights=frame_weights)
             with np.errstate(divide="ignore"):
                 image = -np.log(hist.T)
             ax.imshow(image - np.nanmin(image[np.isfinite(image)]) if np.isfinite(image).any() else image,
                       origin="lower", extent=(-180, 180, -180, 180), cmap="viridis_r", vmax=8)
             ax.set_xlabel("φ (deg)")
             ax.set_ylabel("ψ (deg)")
-            ax.set_title(f"{label}: residue {residue} ({len(angles)} frames)", fontsize=9)
+            ax.set_title(f"residue {residue}: " + _frames_label(label, len(angles), frame_weights), fontsize=9)
             ax.set_xticks([-180, -90, 0, 90, 180])
             ax.set_yticks([-180, -90, 0, 90, 180])
     if title:
@@ -49,19 +56,21 @@ def ramachandran(pairs: dict[str, np.ndarray], path: str, reference: dict[str, n
     return path
 
 
-def tica_densities(samples: np.ndarray, reference: np.ndarray, path: str, labels=("JAMUN", "reference")) -> str:
-    """TIC0-TIC1 log densities of samples and reference on common axes."""
+def tica_densities(samples: np.ndarray, reference: np.ndarray, path: str, labels=("JAMUN", "reference"),
+                   weights: np.ndarray | None = None) -> str:
+    """TIC0-TIC1 log densities of samples (weighted by ``weights`` if given) and reference on common axes."""
     plt = _pyplot()
     both = np.concatenate([samples[:, :2], reference[:, :2]])
     ranges = [(both[:, i].min(), both[:, i].max()) for i in range(2)]
     fig, axes = plt.subplots(1, 2, figsize=(8.4, 3.8), sharex=True, sharey=True)
-    for ax, data, label in zip(axes, (samples, reference), labels):
-        hist, xe, ye = np.histogram2d(data[:, 0], data[:, 1], bins=50, range=ranges, density=True)
+    for ax, data, label, frame_weights in zip(axes, (samples, reference), labels, (weights, None)):
+        hist, xe, ye = np.histogram2d(data[:, 0], data[:, 1], bins=50, range=ranges, density=True,
+                                      weights=frame_weights)
         with np.errstate(divide="ignore"):
             free = -np.log(hist.T)
         ax.imshow(free - np.min(free[np.isfinite(free)]), origin="lower", aspect="auto", cmap="viridis_r", vmax=8,
                   extent=(*ranges[0], *ranges[1]))
-        ax.set_title(f"{label} ({len(data)} frames)", fontsize=9)
+        ax.set_title(_frames_label(label, len(data), frame_weights), fontsize=9)
         ax.set_xlabel("TIC0")
     axes[0].set_ylabel("TIC1")
     fig.tight_layout()

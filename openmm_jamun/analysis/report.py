@@ -40,11 +40,12 @@ def load_heavy(path: str, topology: str | None = None):
 
 
 def sample_weights(run_dir: str, frames: int):
-    """The weights of a metadynamics run's samples (``weights.csv``), in :func:`load_heavy`'s pooled
-    order (chain 0's frames, then chain 1's, ...), normalised; None for a run without them. A file
-    that does not match the samples frame for frame is an error, never a silent misalignment."""
-    path = Path(run_dir) / WEIGHTS
-    if not (Path(run_dir).is_dir() and path.is_file()):
+    """The weights of a metadynamics run's samples (``weights.csv`` in the run directory ``run_dir``,
+    or ``run_dir`` itself when it is such a file), in :func:`load_heavy`'s pooled order (chain 0's
+    frames, then chain 1's, ...), normalised; None for a run without them. A file that does not
+    match the samples frame for frame is an error, never a silent misalignment."""
+    path = Path(run_dir) if Path(run_dir).is_file() else Path(run_dir) / WEIGHTS
+    if not path.is_file():
         return None
     table = np.loadtxt(path, delimiter=",", skiprows=1, ndmin=2)
     frame, chain, weight = table[:, 0].astype(int), table[:, 1].astype(int), table[:, 5]
@@ -72,10 +73,13 @@ def relaxed_samples(run_dir: str):
 
 
 def analyze(samples: str, reference: str, out: str, lag: int = 10, states: int = 4, top: str | None = None,
-            model: str | None = None, jump_frames: int = 2000) -> dict:
+            model: str | None = None, jump_frames: int = 2000, weights: str | None = None) -> dict:
     """Compare ``samples`` with ``reference``; with ``model`` (a name in models/, a checkpoint or a
     one-chain TorchScript export) also the jump of σ-noised reference frames ("reference_jump"),
-    which separates the denoiser's error from the walk's."""
+    which separates the denoiser's error from the walk's. A metadynamics run's ``weights.csv`` is
+    used when ``samples`` is its directory; ``weights`` names one for a bare trajectory."""
+    if weights is not None and not Path(weights).is_file():
+        raise FileNotFoundError(f"weights file {weights} does not exist")
     sample_traj, ref_traj = load_heavy(samples, top), load_heavy(reference)
     ours = [f"{a.residue.name}:{a.name}" for a in sample_traj.topology.atoms]
     theirs = [f"{a.residue.name}:{a.name}" for a in ref_traj.topology.atoms]
@@ -86,12 +90,14 @@ def analyze(samples: str, reference: str, out: str, lag: int = 10, states: int =
     if model is not None:  # a model that cannot be found or cannot handle the molecule fails before any output
         model_path = resolve_model(model)
         denoiser = denoiser_for(model_path, ref_traj.topology.to_openmm(), chains=1)
-    weights = sample_weights(samples, sample_traj.n_frames)
+    weights_source = weights if weights is not None else samples if Path(samples).is_dir() else None
+    weights = None if weights_source is None else sample_weights(weights_source, sample_traj.n_frames)
     result = compare_ensembles(sample_traj, ref_traj, lag=lag, states=states, sample_weights=weights)
     if weights is not None:
-        result["weights"] = {"file": str(Path(samples) / WEIGHTS), "effective_sample_size":
+        result["weights"] = {"file": str(Path(weights_source) if Path(weights_source).is_file()
+                                         else Path(weights_source) / WEIGHTS), "effective_sample_size":
                              float(1.0 / np.sum(weights ** 2)),
-                             "used_for": "every torsion, TICA and state JSD and the state populations (not the plots)"}
+                             "used_for": "every torsion, TICA and state JSD, the state populations and the plots"}
     # one validity definition for every frame set; the reference's first frame is the all-atom template
     checker = ValidityChecker(ref_traj.topology, ref_traj.xyz[0])
     result["validity"] = validity_summary(frame_validity(sample_traj, checker=checker))
@@ -99,8 +105,9 @@ def analyze(samples: str, reference: str, out: str, lag: int = 10, states: int =
     os.makedirs(out, exist_ok=True)
     result["plots"] = {
         "ramachandran": ramachandran(backbone_pairs(torsions(sample_traj)), os.path.join(out, "ramachandran.png"),
-                                     backbone_pairs(torsions(ref_traj))),
-        "tica": tica_densities(projections["samples"], projections["reference"], os.path.join(out, "tica.png")),
+                                     backbone_pairs(torsions(ref_traj)), weights=weights),
+        "tica": tica_densities(projections["samples"], projections["reference"], os.path.join(out, "tica.png"),
+                               weights=weights),
         "states": state_probabilities(result["msm"]["sample_probabilities"],
                                       result["msm"]["reference_probabilities"], os.path.join(out, "states.png")),
     }
