@@ -1,9 +1,13 @@
-"""Shared pieces of the benchmarks: a pure-PyTorch BAOAB walk (the published code's way) and timers."""
+"""Shared pieces of the benchmarks: a pure-PyTorch BAOAB walk (the published code's way), timers and
+the torsion basins the benchmarks count."""
 
 import math
 import time
 
+import numpy as np
 import torch
+
+from openmm_jamun.analysis.torsions import torsions
 
 
 def torch_baoab(denoiser, y, steps, sigma=0.04, delta=None, friction=1.0, M=1.0, clip=100.0, generator=None):
@@ -49,3 +53,28 @@ def seconds_per_forward(module, y, repeats, warmup=3):
     """Mean seconds of one forward of ``module`` on ``y`` without autograd."""
     with torch.inference_mode():
         return seconds_per_call(lambda: module(y), repeats, warmup=warmup)
+
+
+#: Basin names in label order (:func:`basin_of`).
+BASIN_NAMES = {"phi/psi": ("αR", "β/PPII", "αL"), "chi1": ("g+", "t", "g−")}
+
+
+def basin_of(kind: str, angle: np.ndarray, partner: np.ndarray | None = None) -> np.ndarray:
+    """Basin labels: φ/ψ pairs (degrees) into αR 0, β/PPII 1, αL 2; a χ1 into g+ 0, t 1, g− 2."""
+    if kind == "phi":
+        phi, psi = np.degrees(angle), np.degrees(partner)
+        return np.where(phi > 0, 2, np.where((psi > -120) & (psi < 50), 0, 1))
+    chi = np.degrees(angle) % 360
+    return np.where(chi < 120, 0, np.where(chi < 240, 1, 2))
+
+
+def basins(traj) -> dict[str, np.ndarray]:
+    angles = torsions(traj)
+    out = {}
+    for key, value in angles.items():
+        kind, residue = key.split(":")
+        if kind == "phi" and f"psi:{residue}" in angles:
+            out[f"phi/psi:{residue}"] = basin_of("phi", value, angles[f"psi:{residue}"])
+        elif kind == "chi1":
+            out[key] = basin_of("chi1", value)
+    return out
