@@ -14,16 +14,18 @@ def torch_baoab(denoiser, y, steps, sigma=0.04, delta=None, friction=1.0, M=1.0,
     """JAMUN's reference walk in plain torch (docs/design.md), no OpenMM; returns the final y.
 
     One denoiser forward per step (the score at the new position is reused by the next step's B).
+    An energy-parametrised denoiser's forward differentiates its energy, so it runs with autograd on.
     """
     delta = sigma if delta is None else delta
     a, b = math.exp(-friction), math.sqrt(-math.expm1(-2 * friction))
 
     def score(y):
-        s = (denoiser(y) - y) / sigma**2
+        s = (denoiser(y).detach() - y) / sigma**2
         norm = torch.linalg.vector_norm(s, dim=-1, keepdim=True)
         return s * torch.clamp(clip / norm, max=1.0)
 
-    with torch.inference_mode():
+    grad_mode = torch.enable_grad() if hasattr(denoiser, "energy") else torch.inference_mode()
+    with grad_mode:
         v = torch.randn(y.shape, generator=generator, device=y.device) / math.sqrt(M)
         s = score(y)
         for _ in range(steps):

@@ -1,7 +1,8 @@
 """Walk cost and clean-sample throughput: OpenMM (both force backends) against a pure-PyTorch BAOAB loop.
 
 For K independent chains of the capped dipeptide AA (ACE-ALA-ALA-NME, 15 heavy atoms: what the
-default model was trained on) in one System, with the default model:
+default model was trained on) in one System, with the default model (or ``--model``: an energy
+model's walk differentiates its energy every step):
 
 * walk ms/step: one step of all K chains, inside OpenMM (TorchForce, PythonForce) and in a plain torch loop
   calling the same TorchScript denoiser (the published code's way); chain steps/s = K per step;
