@@ -37,3 +37,17 @@ def test_api_example_runs_and_its_molecules_stay_whole(script, tmp_path):
         # median to 0.80 nm; with --k 0 it stays at 0.94 nm.
         median = float(re.search(r"median ([0-9.]+) nm", stdout).group(1))
         assert median < 0.87, stdout
+
+
+def test_metadynamics_example_deposits_from_every_chain_and_weights_every_frame(tmp_path):
+    """examples/metadynamics_walk.py: 300 steps of 4 chains, a deposit every 50 steps, a clean frame
+    every 10: 30 frames per chain, 6 depositions, weights for every (frame, chain) that sum to 1."""
+    import numpy as np
+
+    stdout = run_example("metadynamics_walk.py", tmp_path)
+    frames, chains, deposits = map(int, re.search(r"(\d+) frames x (\d+) chains, (\d+) depositions", stdout).groups())
+    assert (frames, chains, deposits) == (30, 4, 6), stdout
+    weights = np.load(tmp_path / "example-out" / "metadynamics_weights.npy")
+    assert weights.shape == (30, 4) and np.all(weights > 0) and weights.sum() == pytest.approx(1.0)
+    reweighted = [float(value) for value in re.findall(r"reweighted\s+([0-9.]+)%", stdout)]
+    assert len(reweighted) == 3 and sum(reweighted) == pytest.approx(100.0, abs=0.2), stdout
