@@ -114,7 +114,8 @@ def cmd_sample(args) -> int:
                           interval=args.interval, write_walk=args.walk, resume=args.resume,
                           overwrite=args.overwrite, platform=args.platform, threads=args.threads,
                           backend=args.backend, seed=args.seed, progress=not args.quiet, relax=not args.raw,
-                          implicit=args.implicit, metropolis=args.metropolis, metad=metad)
+                          implicit=args.implicit, metropolis=args.metropolis, metad=metad,
+                          timestep_ps=args.timestep)
     print(f"{record['frames']} clean frames x {record['chains']} chain(s) of {record['name']} in "
           f"{record['wall_time_s']} s ({record['steps_per_s']} steps/s); raw jumps valid {record['validity']['valid_fraction']:.1%} "
           f"-> {args.out}/samples.dcd"
@@ -271,6 +272,9 @@ def build_parser() -> argparse.ArgumentParser:
     sa.add_argument("--metropolis", action="store_true", default=None,
                     help="Metropolis-exact walk (GHMC): samples exp(-E) at any step size; needs an energy-parametrised "
                          "model (an error for a direct one); the acceptance rate goes to log.csv and run.json")
+    sa.add_argument("--timestep", type=_positive_float, default=None, metavar="PS",
+                    help="walk step in ps (default: JAMUN's δ = σ, 0.04 ps); a Metropolis walk of many chains needs "
+                         "a smaller one to keep its acceptance (benchmarks/metropolis_acceptance.py)")
     sa.add_argument("--raw", action="store_true",
                     help="keep the raw jumps only (heavy atoms); by default the samples are also relaxed into "
                          "all-atom frames, relaxed.dcd")

@@ -39,7 +39,7 @@ from .trajectory import truncate_trajectory
 
 #: What a run keeps when it is resumed, and the defaults of a new run.
 RUN_SETTINGS = {"model": "default", "chains": 1, "interval": 10, "write_walk": False, "seed": 0, "platform": "CPU",
-                "metropolis": False, "metad": None}
+                "metropolis": False, "metad": None, "timestep_ps": None}
 #: The defaults of a metadynamics run (``metad_settings``).
 METAD_DEFAULTS = {"bias_factor": 10.0, "height_kj_per_mol": 1.0, "width_rad": 0.35, "deposit_interval": 100}
 #: Steps between the points where Ctrl-C may stop a run, in clean frames.
@@ -248,12 +248,13 @@ def run_sampling(source: str, out: str, model: str | None = None, steps: int = 1
                  overwrite: bool = False, platform: str | None = None, threads: int | None = 1,
                  backend: str = "auto", seed: int | None = None, progress: bool = True, plot: bool = True,
                  relax: bool = True, implicit: str | None = None, metropolis: bool | None = None,
-                 metad: dict | None = None) -> dict:
+                 metad: dict | None = None, timestep_ps: float | None = None) -> dict:
     """Sample ``source`` (sequence or PDB) into ``out``. Returns the run record (also ``out/run.json``).
 
     With ``relax`` (the default) the samples are then relaxed into all-atom frames (``relaxed.dcd``,
     :func:`~openmm_jamun.relax_run.relax_samples`; ``implicit="gbn2"`` relaxes in GBn2 instead of vacuum).
-    ``metropolis`` makes the walk Metropolis-exact (an energy-parametrised model only). ``metad``
+    ``metropolis`` makes the walk Metropolis-exact (an energy-parametrised model only);
+    ``timestep_ps`` is the walk's step (None: JAMUN's δ = σ, 0.04 ps at σ = 0.04 nm). ``metad``
     (:func:`metad_settings`) biases torsions of the walk with shared-bias well-tempered
     metadynamics (:mod:`openmm_jamun.metadynamics`); ``bias.npz`` keeps the bias with the checkpoint
     and ``weights.csv`` the weight of every clean frame.
@@ -264,10 +265,12 @@ def run_sampling(source: str, out: str, model: str | None = None, steps: int = 1
     # 1. Settings and input, checked before the output directory is touched.
     out_path = Path(out)
     given = {"model": model, "chains": chains, "interval": interval, "write_walk": write_walk, "seed": seed,
-             "platform": platform, "metropolis": metropolis, "metad": metad}
+             "platform": platform, "metropolis": metropolis, "metad": metad, "timestep_ps": timestep_ps}
     settings, record = run_settings(source, out_path, given, resume, overwrite)
     chains, interval = settings["chains"], settings["interval"]
     check_counts(steps, chains, interval)
+    if settings["timestep_ps"] is not None and not settings["timestep_ps"] > 0:
+        raise ValueError(f"timestep_ps must be > 0; got {settings['timestep_ps']}")
     if settings["metad"] is not None:  # a new run: the defaults where an option was not given
         settings["metad"] = {name: METAD_DEFAULTS[name] if value is None else value
                              for name, value in settings["metad"].items()}
@@ -278,7 +281,8 @@ def run_sampling(source: str, out: str, model: str | None = None, steps: int = 1
     card = model_card(model_path)
     untrained, length = warn_if_untrained(model_path, card, topology)
     denoiser = denoiser_for(model_path, topology, chains)
-    integrator = JamunIntegrator(sigma=float(denoiser.sigma), metropolis=settings["metropolis"])
+    timestep = None if settings["timestep_ps"] is None else settings["timestep_ps"] * unit.picosecond
+    integrator = JamunIntegrator(sigma=float(denoiser.sigma), metropolis=settings["metropolis"], timestep=timestep)
     integrator.setRandomNumberSeed(settings["seed"] + 1)
     simulation = create_walk_simulation(topology, positions, denoiser, chains=chains, platform=settings["platform"],
                                         threads=threads, backend=backend, seed=settings["seed"], integrator=integrator)
@@ -312,6 +316,7 @@ def run_sampling(source: str, out: str, model: str | None = None, steps: int = 1
         record = {"input": settings["input"], "name": name, "model": str(model_path), "chains": chains,
                   "interval": interval, "write_walk": settings["write_walk"], "seed": settings["seed"],
                   "metropolis": settings["metropolis"], "metad": settings["metad"],
+                  "timestep_ps": settings["timestep_ps"],
                   "sigma_nm": float(simulation.noised.sigma.value_in_unit(unit.nanometer)),
                   "heavy_atoms": len(simulation.noised.atom_indices), "card": card,
                   "untrained_residues": untrained, "untrained_length": length}

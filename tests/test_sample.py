@@ -337,6 +337,12 @@ def test_metropolis_sampling_records_its_acceptance_and_refuses_a_direct_model(t
     assert record["metropolis"] and record["acceptance"]["proposed"] == 100
     assert 0 <= record["acceptance"]["rate"] <= 1
     assert "Acceptance Rate" in (tmp_path / "run" / "log.csv").read_text().splitlines()[0]
+    # a quarter of JAMUN's step: the energy error per step shrinks, so more proposals are accepted
+    small = run_sampling("AA", str(tmp_path / "small"), model=str(tmp_path / "aa-energy.pt"), steps=100,
+                         interval=10, metropolis=True, progress=False, plot=False, relax=False, timestep_ps=0.01)
+    assert small["timestep_ps"] == 0.01 and small["acceptance"]["rate"] > record["acceptance"]["rate"] + 0.2
+    with pytest.raises(ValueError, match="timestep_ps"):
+        run_sampling("AA", str(tmp_path / "small"), steps=200, resume=True, timestep_ps=0.02, progress=False)
     with pytest.raises(ValueError, match="needs an energy-parametrised denoiser"):
         run_sampling("AA", str(tmp_path / "direct"), steps=20, metropolis=True, progress=False, plot=False)
     assert not (tmp_path / "direct").exists()
