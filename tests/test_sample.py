@@ -109,34 +109,40 @@ def test_ctrl_c_leaves_a_valid_trajectory_and_checkpoint(gaussian_model, tmp_pat
 def test_ctrl_c_while_saving_waits_until_bias_and_checkpoint_are_both_written(tmp_path):
     """A metadynamics run's bias and walk checkpoint are one pair: Ctrl-C between the two writes
     takes effect after both, through the handler it would have reached (KeyboardInterrupt by
-    default; step_until's stop request inside a walk)."""
-    import os
-    import signal
-    from types import SimpleNamespace
+    default; step_until's stop request inside a walk). Run in a subprocess: signal handlers belong
+    to a process's main thread, which a pytest-xdist worker's test need not be."""
+    import subprocess
+    import sys
 
-    from openmm_jamun.records import RunFiles
-    from openmm_jamun.sample import save_checkpoint
+    script = """
+import os, signal, sys
+from types import SimpleNamespace
+from openmm_jamun.records import RunFiles
+from openmm_jamun.sample import save_checkpoint
 
-    written = []
-
-    def save_bias(path):
-        written.append("bias")
-        os.kill(os.getpid(), signal.SIGINT)  # Ctrl-C between the two writes
-
-    simulation = SimpleNamespace(metadynamics=SimpleNamespace(save=save_bias),
-                                 saveCheckpoint=lambda path: written.append("checkpoint"))
-    files = RunFiles(tmp_path)
-    with pytest.raises(KeyboardInterrupt):
-        save_checkpoint(simulation, files)
-    assert written == ["bias", "checkpoint"]
-    requests = []
-    previous = signal.signal(signal.SIGINT, lambda signum, frame: requests.append(signum))
-    try:
-        save_checkpoint(simulation, files)
-        assert signal.getsignal(signal.SIGINT) is not signal.default_int_handler  # the caller's handler is back
-    finally:
-        signal.signal(signal.SIGINT, previous)
-    assert written == ["bias", "checkpoint"] * 2 and requests == [signal.SIGINT]
+written = []
+def save_bias(path):
+    written.append("bias")
+    os.kill(os.getpid(), signal.SIGINT)  # Ctrl-C between the two writes
+simulation = SimpleNamespace(metadynamics=SimpleNamespace(save=save_bias),
+                             saveCheckpoint=lambda path: written.append("checkpoint"))
+files = RunFiles(sys.argv[1])
+try:
+    save_checkpoint(simulation, files)
+    print("no interrupt")
+except KeyboardInterrupt:
+    print("interrupted after", written)
+requests = []
+signal.signal(signal.SIGINT, lambda signum, frame: requests.append(signum))
+save_checkpoint(simulation, files)
+print("handler kept", signal.getsignal(signal.SIGINT) is not signal.default_int_handler, "requests", len(requests),
+      "written", written)
+"""
+    result = subprocess.run([sys.executable, "-c", script, str(tmp_path)], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    lines = result.stdout.splitlines()
+    assert lines[0] == "interrupted after ['bias', 'checkpoint']", result.stdout
+    assert lines[1] == "handler kept True requests 1 written ['bias', 'checkpoint', 'bias', 'checkpoint']", result.stdout
 
 
 def test_bad_inputs_give_clear_errors_and_write_nothing(gaussian_model, tmp_path, capsys):
