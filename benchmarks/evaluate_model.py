@@ -64,8 +64,10 @@ def basin_populations(run_dir, reference) -> dict:
 def figures(run, result, reference_ns, populations) -> dict:
     """The figures of one peptide that the model card reports."""
     torsions, floor, jump = result["torsions"], result["reference_halves"], result["reference_jump"]
-    decorrelation = max(value for key, value in result["decorrelation_frames"]["samples"].items()
-                        if key.split(":")[0] in ("phi", "psi"))
+    # None: the autocorrelation never fell below 1/e within the run (analysis.json keeps no infinities)
+    times = [value for key, value in result["decorrelation_frames"]["samples"].items()
+             if key.split(":")[0] in ("phi", "psi")]
+    decorrelation = None if None in times else max(times)
     samples = result["inputs"]["sample_frames"]
     return {
         "reference_ns": reference_ns,
@@ -90,7 +92,7 @@ def figures(run, result, reference_ns, populations) -> dict:
         "walk_ms_per_step": 1000 * run["wall_time_s"] / run["steps_done"],
         "acceptance_rate": run.get("acceptance", {}).get("rate"),
         "backbone_decorrelation_frames": decorrelation,
-        "independent_samples_per_walk_s": samples / decorrelation / run["wall_time_s"],
+        "independent_samples_per_walk_s": None if decorrelation is None else samples / decorrelation / run["wall_time_s"],
         "basin_populations": populations,
         "largest_basin_error": max(abs(row["samples"][name] - row["reference"][name])
                                    for row in populations.values() for name in row["samples"]),
