@@ -110,7 +110,8 @@ def test_ctrl_c_while_saving_waits_until_bias_and_checkpoint_are_both_written(tm
     """A metadynamics run's bias and walk checkpoint are one pair: Ctrl-C between the two writes
     takes effect after both, through the handler it would have reached (KeyboardInterrupt by
     default; step_until's stop request inside a walk). Run in a subprocess: signal handlers belong
-    to a process's main thread, which a pytest-xdist worker's test need not be."""
+    to a process's main thread, which a pytest-xdist worker's test need not be. An ignored SIGINT
+    stays ignored, so the script installs Python's default handler first."""
     import subprocess
     import sys
 
@@ -120,6 +121,7 @@ from types import SimpleNamespace
 from openmm_jamun.records import RunFiles
 from openmm_jamun.sample import save_checkpoint
 
+signal.signal(signal.SIGINT, signal.default_int_handler)  # a pytest-xdist worker's children inherit SIGINT ignored
 written = []
 def save_bias(path):
     written.append("bias")
