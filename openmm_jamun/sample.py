@@ -14,6 +14,7 @@ import signal
 import threading
 import time
 import warnings
+from contextlib import contextmanager
 from pathlib import Path
 
 import mdtraj
@@ -118,23 +119,32 @@ def attach_metadynamics(simulation: WalkSimulation, settings: dict, interval: in
     return metad
 
 
+@contextmanager
+def _sigint_handled_by(handler):
+    """Ctrl-C (SIGINT) goes to ``handler`` inside the block; yields the handler it replaced (Python's
+    default where none was set from Python). Signal handlers belong to the main thread: elsewhere
+    nothing changes."""
+    in_main_thread = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGINT, handler) if in_main_thread else None
+    if previous is None:
+        previous = signal.default_int_handler
+    try:
+        yield previous
+    finally:
+        if in_main_thread:
+            signal.signal(signal.SIGINT, previous)
+
+
 def save_checkpoint(simulation: WalkSimulation, files: RunFiles) -> None:
     """The walk's checkpoint and, for a metadynamics run, its bias first (a resumed run needs both).
     Ctrl-C during the writes is handed to the handler it would have reached once both are written,
     so they always belong together."""
     received = []
-    in_main_thread = threading.current_thread() is threading.main_thread()
-    previous = signal.signal(signal.SIGINT, lambda signum, frame: received.append(signum)) if in_main_thread else None
-    if previous is None:  # not set from Python, or not the main thread: Ctrl-C raises KeyboardInterrupt
-        previous = signal.default_int_handler
-    try:
+    with _sigint_handled_by(lambda signum, frame: received.append(signum)) as previous:
         metad = getattr(simulation, "metadynamics", None)
         if metad is not None:
             metad.save(files.bias)
         simulation.saveCheckpoint(files.checkpoint)
-    finally:
-        if in_main_thread:
-            signal.signal(signal.SIGINT, previous)
     if received and callable(previous):
         previous(signal.SIGINT, None)
     elif received and previous == signal.SIG_DFL:
@@ -218,20 +228,17 @@ def step_until(simulation: WalkSimulation, steps: int, interval: int, files: Run
             raise KeyboardInterrupt
         stop_requested.append(signum)
 
-    in_main_thread = threading.current_thread() is threading.main_thread()
-    previous_handler = signal.signal(signal.SIGINT, request_stop) if in_main_thread else None
     interrupted = False
     try:
-        while simulation.currentStep < steps and not stop_requested:
-            todo = min(chunk - simulation.currentStep % chunk, steps - simulation.currentStep)
-            simulation.step(todo)
-            bar.update(todo)
+        with _sigint_handled_by(request_stop):
+            while simulation.currentStep < steps and not stop_requested:
+                todo = min(chunk - simulation.currentStep % chunk, steps - simulation.currentStep)
+                simulation.step(todo)
+                bar.update(todo)
         interrupted = bool(stop_requested)
     except KeyboardInterrupt:
         interrupted = True
     finally:
-        if in_main_thread:  # None means the old handler was not set from Python: restore the default
-            signal.signal(signal.SIGINT, signal.default_int_handler if previous_handler is None else previous_handler)
         bar.close()
         for reporter in simulation.reporters:
             if isinstance(reporter, JumpReporter):
@@ -269,8 +276,6 @@ def run_sampling(source: str, out: str, model: str | None = None, steps: int = 1
     settings, record = run_settings(source, out_path, given, resume, overwrite)
     chains, interval = settings["chains"], settings["interval"]
     check_counts(steps, chains, interval)
-    if settings["timestep_ps"] is not None and not settings["timestep_ps"] > 0:
-        raise ValueError(f"timestep_ps must be > 0; got {settings['timestep_ps']}")
     if settings["metad"] is not None:  # a new run: the defaults where an option was not given
         settings["metad"] = {name: METAD_DEFAULTS[name] if value is None else value
                              for name, value in settings["metad"].items()}

@@ -90,12 +90,11 @@ def analyze(samples: str, reference: str, out: str, lag: int = 10, states: int =
     if model is not None:  # a model that cannot be found or cannot handle the molecule fails before any output
         model_path = resolve_model(model)
         denoiser = denoiser_for(model_path, ref_traj.topology.to_openmm(), chains=1)
-    weights_source = weights if weights is not None else samples if Path(samples).is_dir() else None
-    weights = None if weights_source is None else sample_weights(weights_source, sample_traj.n_frames)
+    weights_file = Path(weights) if weights is not None else Path(samples) / WEIGHTS if Path(samples).is_dir() else None
+    weights = None if weights_file is None else sample_weights(str(weights_file), sample_traj.n_frames)
     result = compare_ensembles(sample_traj, ref_traj, lag=lag, states=states, sample_weights=weights)
     if weights is not None:
-        result["weights"] = {"file": str(Path(weights_source) if Path(weights_source).is_file()
-                                         else Path(weights_source) / WEIGHTS), "effective_sample_size":
+        result["weights"] = {"file": str(weights_file), "effective_sample_size":
                              float(1.0 / np.sum(weights ** 2)),
                              "used_for": "every torsion, TICA and state JSD, the state populations and the plots"}
     # one validity definition for every frame set; the reference's first frame is the all-atom template
