@@ -159,6 +159,8 @@ def main():
     parser.add_argument("--peptides", nargs="+", default=["AA", "VD", "QW"])
     parser.add_argument("--chains", type=int, default=8)
     parser.add_argument("--steps", type=int, default=10000)
+    parser.add_argument("--relax-again", action="store_true",
+                        help="relax the samples of existing runs again from the first frame (after the relaxation changed)")
     args = parser.parse_args()
     rows = {}
     start = time.time()
@@ -168,8 +170,8 @@ def main():
             sys.exit(f"error: no reference MD for {peptide} in {args.references} (jamun md {peptide} --out {reference})")
         out = os.path.join(args.out, peptide)
         run = sample(peptide, out, args)
-        if "relaxation" not in run or run["relaxation"]["frames"] < run["frames"]:
-            relax_samples(out, threads=1, progress=False)
+        if args.relax_again or "relaxation" not in run or run["relaxation"]["frames"] < run["frames"]:
+            relax_samples(out, threads=1, progress=False, restart=args.relax_again)
             run = read_json(os.path.join(out, "run.json"))
         analysis = os.path.join(out, "analysis", "analysis.json")
         if os.path.isfile(analysis) and os.path.getmtime(analysis) > os.path.getmtime(os.path.join(out, "run.json")):

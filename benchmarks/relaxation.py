@@ -15,7 +15,7 @@ Input: a `jamun sample` run dir (samples.dcd + topology.pdb; K chains pooled) or
 * GBn2 MD from --md-frames relaxed frames (--md-ps each, 2 fs, HBonds, 300 K): a relaxed frame
   must start MD without a constraint failure or a blow-up.
 
-    python benchmarks/relaxation.py /tmp/aa-raw --reference data/md/AA --frames 800
+    python benchmarks/relaxation.py runs/eval/VD --reference references/capped_2aa/VD [--torsion-restraint 0]
 """
 
 import argparse
@@ -25,6 +25,7 @@ import sys
 import time
 
 import numpy as np
+from openmm import unit
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -101,6 +102,8 @@ def main():
     parser.add_argument("--timing-frames", type=int, default=256)
     parser.add_argument("--batch", type=int, default=64, help="batch size of the statistics run")
     parser.add_argument("--implicit", default=None, help="relax with this implicit solvent (gbn2); default vacuum")
+    parser.add_argument("--torsion-restraint", type=float, default=None, metavar="KJ_PER_MOL_RAD2",
+                        help="φ/ψ/χ restraint constant (default the Relaxer's, 300; 0: position restraints only)")
     parser.add_argument("--md-frames", type=int, default=20)
     parser.add_argument("--md-ps", type=float, default=10.0)
     parser.add_argument("--json", help="write the figures here")
@@ -110,7 +113,9 @@ def main():
     raw = evenly_spaced(raw_all, args.frames)
     frames = raw.xyz.astype(np.float64)
     first = int(np.nonzero(np.isfinite(frames).all(axis=(1, 2)))[0][0])
-    relaxer = Relaxer(raw.topology, frames[first], implicit=args.implicit, batch_size=args.batch)
+    kwargs = {} if args.torsion_restraint is None else {
+        "torsion_restraint_k": args.torsion_restraint * unit.kilojoule_per_mole / unit.radian**2}
+    relaxer = Relaxer(raw.topology, frames[first], implicit=args.implicit, batch_size=args.batch, **kwargs)
     out = {"input": args.samples, "frames": int(raw.n_frames), "heavy_atoms": int(raw.n_atoms),
            "all_atoms": relaxer.n_atoms, "settings": relaxer.settings()}
     print(f"{args.samples}: {raw.n_frames} frames of {raw.n_atoms} heavy atoms ({relaxer.n_atoms} with hydrogens); "

@@ -142,7 +142,7 @@ def cmd_relax(args) -> int:
     from .relax_run import relax_samples
 
     relaxation = relax_samples(args.run, implicit=args.implicit, batch_size=args.batch, threads=args.threads,
-                               progress=not args.quiet)
+                               progress=not args.quiet, restart=args.restart)
     _print_relaxation(relaxation, args.run)
     return 0
 
@@ -289,6 +289,8 @@ def build_parser() -> argparse.ArgumentParser:
     rx.add_argument("--batch", type=_positive_int, default=None,
                     help="molecules minimised together (default 64; a resumed relaxation keeps its own)")
     rx.add_argument("--threads", type=_positive_int, default=1, help="CPU threads (default 1)")
+    rx.add_argument("--restart", action="store_true",
+                    help="relax every frame again, replacing relaxed.dcd (instead of resuming)")
     rx.add_argument("--quiet", action="store_true", help="no progress bar")
     rx.set_defaults(func=cmd_relax)
 

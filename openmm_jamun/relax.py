@@ -22,18 +22,28 @@ it can (AlphaFold's amber relaxation, batched):
    of one uses ``NoCutoff`` directly. (Exceptions between copies would need B² n² entries;
    interaction groups do not exist for the GB force.)
 3. Harmonic position restraints ½k|x − x₀|² on every heavy atom, x₀ the input frame; k defaults to
-   AlphaFold's 10 kcal/mol/Å² = 4184 kJ/mol/nm².
+   AlphaFold's 10 kcal/mol/Å² = 4184 kJ/mol/nm². And torsion restraints k_t(1 − cos(θ − θ₀)) on the
+   torsions the analysis histograms (φ, ψ, χ1-χ5 as mdtraj defines them), θ₀ the input frame's.
+   With the position restraints alone, repairing a blurred frame's bonds and angles turns its
+   torsions by 7-13° on average (vacuum amber14 pulls them towards its own minima) and moved VD's
+   backbone JSD to the reference by +0.027; with k_t = 300 kJ/mol/rad² (a thermal spread of about
+   5° at 300 K) they move 2-5° and the JSD by −0.001, for about 10% more time
+   (``python benchmarks/relaxation.py runs/eval/VD --reference references/capped_2aa/VD
+   --md-frames 0 [--torsion-restraint 0]``). 0 turns them off.
+   Each chiral CA keeps the hand it has in the input: a one-sided restraint holds its improper
+   (CA, N, C, CB) at least ``CHIRAL_IMPROPER_MIN_DEG`` on the input's side of planar.
 4. ``openmm.LocalEnergyMinimizer`` (L-BFGS) until the RMS force of every copy is below the
    tolerance (a MinimizationReporter stops the batch when the worst copy gets there; OpenMM's own
    criterion is the RMS over the whole batch, which a batch could meet with one copy far off).
 5. AlphaFold's safeguard: a relaxed frame that still has a bond off its amber length or a clash
    (``analysis.validity``) has the restraints of the heavy atoms in those bonds and clashes
-   released and is minimised again, alone, from where it stands; a violation that survives its
+   released (and the torsion restraints through those atoms) and is minimised again from where it
+   stands, in a batch of the frames of that round; a violation that survives its
    atoms' release frees the bonded heavy neighbours of every released atom in the next round; at
    most ``release_rounds`` rounds. A trans peptide bond bent past the ω tolerance (|ω| between 90° and 150°: a blurred
    amide plane, like a stretched bond) releases the atoms of its plane (α(i), C, O, N, α(i+1)) the same way. Chirality and cis
-   peptide bonds (|ω| < 90°) release nothing: relaxation must not turn a D residue into L or
-   flip an ω, it reports them.
+   peptide bonds (|ω| < 90°) release nothing: relaxation must not turn a D residue into L (or an
+   L one into D) or flip an ω, it reports them.
 
 Frames that cannot be relaxed are kept and marked: a non-finite input frame, or one whose
 minimisation fails, gets NaN positions, ``valid`` False and a reason. A frame too extended for the
@@ -65,10 +75,28 @@ IMPLICIT_SOLVENTS = {"gbn2": "implicit/gbn2.xml", "obc2": "implicit/obc2.xml"}
 BASE_FORCE_FIELD = "amber14-all.xml"
 #: AlphaFold's restraint constant, 10 kcal/mol/Å².
 DEFAULT_RESTRAINT_K = 10.0 * unit.kilocalorie_per_mole / unit.angstrom**2
+#: Torsion restraint constant on φ, ψ and χ (kJ/mol/rad²; module docstring, step 3).
+DEFAULT_TORSION_RESTRAINT_K = 300.0 * unit.kilojoule_per_mole / unit.radian**2
+#: Each chiral centre keeps the hand it has in the input: its improper (CA, N, C, CB), about ±33° in
+#: a relaxed residue, is held at least this far (degrees) on the input's side of 0 by a one-sided
+#: restraint of this constant (kJ/mol/rad²). A blurred jump can have a nearly planar CA, which the
+#: force field would otherwise finish on either side: 0.1% of QW's relaxed frames came out D from L
+#: jumps without it. It never turns a D centre into L.
+CHIRAL_IMPROPER_MIN_DEG = 20.0
+CHIRALITY_RESTRAINT_K = 1000.0
+#: mdtraj's torsion functions whose torsions are restrained (those ``analysis.torsions`` histograms)
+RESTRAINED_TORSIONS = ("phi", "psi", "chi1", "chi2", "chi3", "chi4", "chi5")
 #: RMS force at which a frame counts as relaxed: 14x below the RMS force of a thermal frame of the
 #: reference MD (about 700 kJ/mol/nm for AA), and as valid as 10 kJ/mol/nm (the validity checks
 #: do not change) at half the cost or less.
 DEFAULT_TOLERANCE = 50.0 * unit.kilojoule_per_mole / unit.nanometer
+#: Fresh L-BFGS runs after one that stopped above the tolerance without reaching its iteration limit
+#: (a line search that fails on the rounding of single-precision forces, close to the minimum).
+RESTARTS = 2
+#: The safeguard's minimisations go this much further below the tolerance: a frame whose restraints
+#: are released has nothing left but the force field to pull a bent amide plane back to trans, and
+#: an RMS force of 50 kJ/mol/nm over the whole molecule can still hide ω at 145°.
+SAFEGUARD_TOLERANCE_SCALE = 0.2
 #: No bond of a molecule is longer than this in a frame the batch System can hold (nm); it bounds
 #: every distance inside a copy by this times the longest bond path, which sets the cutoff.
 MAX_BOND_NM = 0.3
@@ -139,6 +167,13 @@ class RelaxResult:
         self.to_mdtraj().save(trajectory_path)
 
 
+def _padded_to_power_of_two(indices):
+    """``indices`` followed by copies of its first entry up to the next power of two, so that the
+    batches of a relaxation come in few sizes (each size has its own Context)."""
+    indices = list(indices)
+    return np.array(indices + indices[:1] * ((1 << (len(indices) - 1).bit_length()) - len(indices)), dtype=np.int64)
+
+
 class _StopWhenEveryCopyConverged(openmm.MinimizationReporter):
     """Stops L-BFGS once the RMS gradient of every copy is below ``tolerance``."""
 
@@ -167,6 +202,8 @@ class Relaxer:
         Vacuum amber14 (the default) or amber14 with that implicit solvent.
     restraint_k : energy/length² quantity
         Heavy-atom restraint constant (default 10 kcal/mol/Å² = 4184 kJ/mol/nm²).
+    torsion_restraint_k : energy/angle² quantity
+        Constant of the φ, ψ, χ restraints to the input's torsions (default 300 kJ/mol/rad²; 0: none).
     tolerance : energy/length quantity
         Minimise until every frame's RMS force is below this (default 50 kJ/mol/nm).
     max_iterations : int
@@ -184,7 +221,8 @@ class Relaxer:
     """
 
     def __init__(self, topology, positions, *, implicit: str | None = None, restraint_k=DEFAULT_RESTRAINT_K,
-                 tolerance=DEFAULT_TOLERANCE, max_iterations: int = 0, release_rounds: int = 8,
+                 torsion_restraint_k=DEFAULT_TORSION_RESTRAINT_K, tolerance=DEFAULT_TOLERANCE,
+                 max_iterations: int = 0, release_rounds: int = 8,
                  batch_size: int = 64, platform="CPU", threads: int | None = 1, properties: dict | None = None):
         topology = as_openmm_topology(topology)
         if topology.getNumChains() != 1:
@@ -201,8 +239,10 @@ class Relaxer:
         self.force_field_files = (BASE_FORCE_FIELD,) + ((IMPLICIT_SOLVENTS[implicit],) if implicit else ())
         self.restraint_k = to_plain(restraint_k, unit.kilojoule_per_mole / unit.nanometer**2, "restraint_k")
         self.tolerance = to_plain(tolerance, unit.kilojoule_per_mole / unit.nanometer, "tolerance")
-        if self.restraint_k < 0 or self.tolerance <= 0:
-            raise ValueError("restraint_k must be >= 0 and tolerance > 0")
+        self.torsion_restraint_k = to_plain(torsion_restraint_k, unit.kilojoule_per_mole / unit.radian**2,
+                                            "torsion_restraint_k")
+        if self.restraint_k < 0 or self.torsion_restraint_k < 0 or self.tolerance <= 0:
+            raise ValueError("restraint_k and torsion_restraint_k must be >= 0 and tolerance > 0")
         self.max_iterations = int(max_iterations)
         self.release_rounds = int(release_rounds)
         self.batch_size = int(batch_size)
@@ -246,6 +286,8 @@ class Relaxer:
         self._template_xyz = template_xyz
         self._hydrogen_plan = self._plan_hydrogens(atoms, template_xyz)
         self.checker = ValidityChecker(self.topology)
+        # improper (CA, N, C, CB) of each chiral centre: its sign is the centre's hand (L: +33°)
+        self._chiral_impropers = np.asarray(self.checker.chiral_quads, dtype=np.int64).reshape(-1, 4)[:, [1, 0, 2, 3]]
         # each checked peptide bond's plane: its ω atoms α(i), C(i), N(i+1), α(i+1) and the carbonyl O(i)
         carbonyl_o = {}
         for a, b in self.topology.bonds():
@@ -267,6 +309,7 @@ class Relaxer:
             elif not is_heavy_atom(b) and is_heavy_atom(a):
                 self._parent[b.index] = a.index
         self._restrained = np.array([is_heavy_atom(atom) for atom in atoms])
+        self._torsions = self._restrained_torsions() if self.torsion_restraint_k > 0 else np.zeros((0, 4), np.int64)
 
         # distances inside a copy are at most MAX_BOND_NM per bond along the longest bond path
 
@@ -292,6 +335,12 @@ class Relaxer:
             if isinstance(force, openmm.NonbondedForce):
                 force.setReactionFieldDielectric(1.0)  # cut-off Coulomb = exact Coulomb force (module docstring)
         return system
+
+    def _restrained_torsions(self) -> np.ndarray:
+        """The quartets [T, 4] of the φ, ψ and χ torsions of ``self.topology`` (mdtraj's definitions)."""
+        one = mdtraj.Trajectory(np.zeros((1, self.n_atoms, 3), np.float32), mdtraj.Topology.from_openmm(self.topology))
+        quartets = [getattr(mdtraj, f"compute_{kind}")(one)[0] for kind in RESTRAINED_TORSIONS]
+        return np.concatenate([q.reshape(-1, 4) for q in quartets]).astype(np.int64)
 
     def _plan_hydrogens(self, atoms, template_xyz):
         """Per heavy parent with hydrogens: (parent, a, b, c or -1, hydrogen indices, local coordinates,
@@ -355,7 +404,8 @@ class Relaxer:
         return out
 
     def _context(self, copies: int):
-        """(Context, restraint force, per-copy offsets) for a batch of ``copies`` frames, built once."""
+        """(Context, position restraint force, torsion restraint force or None, chirality restraint
+        force or None, per-copy offsets) for a batch of ``copies`` frames, built once."""
         if copies not in self._contexts:
             if copies == 1:
                 system = self._create_system(self.topology, app.NoCutoff, None)
@@ -373,21 +423,44 @@ class Relaxer:
                 for atom in np.nonzero(self._restrained)[0]:
                     restraint.addParticle(int(copy * self.n_atoms + atom), [0.0, 0.0, 0.0, 0.0])
             system.addForce(restraint)
+            torsion_restraint = None
+            if len(self._torsions):
+                torsion_restraint = openmm.CustomTorsionForce("k_t*(1-cos(theta-theta0))")
+                torsion_restraint.addPerTorsionParameter("theta0")
+                torsion_restraint.addPerTorsionParameter("k_t")
+                for copy in range(copies):
+                    for quartet in self._torsions + copy * self.n_atoms:
+                        torsion_restraint.addTorsion(*(int(a) for a in quartet), [0.0, 0.0])
+                system.addForce(torsion_restraint)
+            chirality_restraint = None
+            if len(self._chiral_impropers):
+                chirality_restraint = openmm.CustomTorsionForce(
+                    "k_c*step(d)*d^2; d = theta_min - hand*theta")
+                chirality_restraint.addGlobalParameter("theta_min", math.radians(CHIRAL_IMPROPER_MIN_DEG))
+                chirality_restraint.addGlobalParameter("k_c", CHIRALITY_RESTRAINT_K)
+                chirality_restraint.addPerTorsionParameter("hand")
+                for copy in range(copies):
+                    for quartet in self._chiral_impropers + copy * self.n_atoms:
+                        chirality_restraint.addTorsion(*(int(a) for a in quartet), [1.0])
+                system.addForce(chirality_restraint)
             context = openmm.Context(system, openmm.VerletIntegrator(0.001), self.platform, self.properties)
             if len(self._contexts) >= 8:  # a batch size and its stages' powers of two
                 self._contexts.pop(next(iter(self._contexts)))
-            self._contexts[copies] = (context, restraint, offsets)
+            self._contexts[copies] = (context, restraint, torsion_restraint, chirality_restraint, offsets)
         return self._contexts[copies]
 
     # ----- relaxation -----------------------------------------------------------------------------------
 
-    def _minimise(self, start: np.ndarray, anchors: np.ndarray, released: np.ndarray, iterations: int | None = None):
+    def _minimise(self, start: np.ndarray, anchors: np.ndarray, released: np.ndarray, iterations: int | None = None,
+                  tolerance: float | None = None):
         """Minimise frames [b, n_all, 3] together with heavy atoms restrained to ``anchors`` (same shape)
         except where ``released`` [b, n_all], for at most ``iterations`` L-BFGS iterations (default
-        ``max_iterations``); returns (positions [b, n_all, 3], RMS force [b])."""
+        ``max_iterations``) or until every frame's RMS force is below ``tolerance`` (default the
+        Relaxer's); returns (positions [b, n_all, 3], RMS force [b])."""
         iterations = self.max_iterations if iterations is None else iterations
+        tolerance = self.tolerance if tolerance is None else tolerance
         copies = len(start)
-        context, restraint, offsets = self._context(copies)
+        context, restraint, torsion_restraint, chirality_restraint, offsets = self._context(copies)
         centres = anchors[:, self._restrained].mean(axis=1)
         shift = offsets[:, None, :] - centres[:, None, :]
         restrained = np.nonzero(self._restrained)[0]
@@ -399,41 +472,65 @@ class Relaxer:
                 restraint.setParticleParameters(index, int(copy * self.n_atoms + atom), [*x0, k])
                 index += 1
         restraint.updateParametersInContext(context)
+        if torsion_restraint is not None:
+            theta0 = _dihedrals(anchors, self._torsions)
+            free = released[:, self._torsions].any(axis=-1)  # a torsion through a released atom is free too
+            index = 0
+            for copy in range(copies):
+                for t, quartet in enumerate(self._torsions + copy * self.n_atoms):
+                    k_t = 0.0 if free[copy, t] else self.torsion_restraint_k
+                    torsion_restraint.setTorsionParameters(index, *(int(a) for a in quartet),
+                                                           [float(theta0[copy, t]), k_t])
+                    index += 1
+            torsion_restraint.updateParametersInContext(context)
+        if chirality_restraint is not None:
+            hand = np.where(_dihedrals(anchors, self._chiral_impropers) < 0, -1.0, 1.0)
+            index = 0
+            for copy in range(copies):
+                for c, quartet in enumerate(self._chiral_impropers + copy * self.n_atoms):
+                    chirality_restraint.setTorsionParameters(index, *(int(a) for a in quartet), [float(hand[copy, c])])
+                    index += 1
+            chirality_restraint.updateParametersInContext(context)
         context.setPositions((start + shift).reshape(-1, 3))
-        if copies == 1:
-            openmm.LocalEnergyMinimizer.minimize(context, self.tolerance, iterations)
-        else:
-            reporter = _StopWhenEveryCopyConverged(copies, self.tolerance)
-            # OpenMM's own criterion (RMS over the batch) below tolerance/√B implies every copy is below it
-            openmm.LocalEnergyMinimizer.minimize(context, self.tolerance / math.sqrt(copies), iterations, reporter)
-        state = context.getState(getPositions=True, getForces=True)
+        for attempt in range(1 + (0 if iterations else RESTARTS)):
+            if copies == 1:
+                openmm.LocalEnergyMinimizer.minimize(context, tolerance, iterations)
+            else:
+                reporter = _StopWhenEveryCopyConverged(copies, tolerance)
+                # OpenMM's own criterion (RMS over the batch) below tolerance/√B implies every copy is below it
+                openmm.LocalEnergyMinimizer.minimize(context, tolerance / math.sqrt(copies), iterations, reporter)
+            state = context.getState(getPositions=True, getForces=True)
+            forces = state.getForces(asNumpy=True).value_in_unit(unit.kilojoule_per_mole / unit.nanometer)
+            rms_force = np.sqrt(np.mean(np.asarray(forces).reshape(copies, -1) ** 2, axis=1))
+            if not rms_force.max() >= tolerance:
+                break
         positions = state.getPositions(asNumpy=True).value_in_unit(unit.nanometer).reshape(copies, self.n_atoms, 3)
-        forces = state.getForces(asNumpy=True).value_in_unit(unit.kilojoule_per_mole / unit.nanometer)
-        rms_force = np.sqrt(np.mean(np.asarray(forces).reshape(copies, -1) ** 2, axis=1))
         return np.asarray(positions) - shift, rms_force
 
-    def _minimise_staged(self, start, anchors, released):
+    def _minimise_staged(self, start, anchors, released, tolerance: float | None = None):
         """:meth:`_minimise_or_split` in two stages: the batch for ``STAGE_ITERATIONS`` iterations, then
         the frames not yet below the tolerance on their own, in a smaller batch (a power of two,
         padded with copies of one of them, so that few Context sizes are built), to convergence. One
         L-BFGS run over a batch waits for its slowest frame, and most frames converge in a fraction of
         its iterations. With ``max_iterations`` set, one stage: the limit is per minimisation."""
+        tolerance = self.tolerance if tolerance is None else tolerance
         if len(start) <= 2 or self.max_iterations:
-            return self._minimise_or_split(start, anchors, released)
-        positions, rms_force, failures = self._minimise_or_split(start, anchors, released, STAGE_ITERATIONS)
-        left = [k for k in range(len(start)) if failures[k] is None and not rms_force[k] < self.tolerance]
+            return self._minimise_or_split(start, anchors, released, tolerance=tolerance)
+        positions, rms_force, failures = self._minimise_or_split(start, anchors, released, STAGE_ITERATIONS, tolerance)
+        left = [k for k in range(len(start)) if failures[k] is None and not rms_force[k] < tolerance]
         if left:
-            picked = left + [left[0]] * ((1 << (len(left) - 1).bit_length()) - len(left))
-            more = self._minimise_or_split(positions[picked], anchors[picked], released[picked])
+            picked = _padded_to_power_of_two(left)
+            more = self._minimise_or_split(positions[picked], anchors[picked], released[picked], tolerance=tolerance)
             for j, k in enumerate(left):
                 positions[k], rms_force[k], failures[k] = more[0][j], more[1][j], more[2][j]
         return positions, rms_force, failures
 
-    def _minimise_or_split(self, start, anchors, released, iterations: int | None = None):
+    def _minimise_or_split(self, start, anchors, released, iterations: int | None = None,
+                           tolerance: float | None = None):
         """:meth:`_minimise`, and where a batch fails (a NaN energy), each of its frames alone, so one
         bad frame fails alone; returns positions, RMS force and a failure message per frame."""
         try:
-            positions, rms_force = self._minimise(start, anchors, released, iterations)
+            positions, rms_force = self._minimise(start, anchors, released, iterations, tolerance)
             if np.isfinite(positions).all():
                 return positions, rms_force, [None] * len(start)
             if len(start) == 1:
@@ -441,7 +538,7 @@ class Relaxer:
         except openmm.OpenMMException as error:
             if len(start) == 1:
                 return np.full_like(start, np.nan), np.full(1, np.nan), [f"minimisation failed: {error}"]
-        parts = [self._minimise_or_split(start[k:k + 1], anchors[k:k + 1], released[k:k + 1], iterations)
+        parts = [self._minimise_or_split(start[k:k + 1], anchors[k:k + 1], released[k:k + 1], iterations, tolerance)
                  for k in range(len(start))]
         return (np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts]),
                 [p[2][0] for p in parts])
@@ -508,30 +605,38 @@ class Relaxer:
                     positions[todo[chunk]], rms_force[todo[chunk]] = out, force
                     for k, message in zip(todo[chunk], messages):
                         failures[k] = message
-            # AlphaFold's safeguard, one frame at a time (violators are few; one-by-one = batched)
+            # AlphaFold's safeguard: each round, the frames still in violation minimised again together
             for _ in range(self.release_rounds):
                 candidates = np.array([k for k in todo if failures[k] is None], dtype=np.int64)
                 if len(candidates) == 0:
                     break
                 validity = self.checker(positions[candidates])
                 violators = self._violators(positions[candidates], validity)
-                progressed = False
+                again = []
                 for k, atoms in zip(candidates, violators):
                     fresh = atoms[~released[k, atoms]]
                     if len(fresh) == 0 and len(atoms):  # released and still in violation: free the next shell
                         freed = np.nonzero(released[k] & self._restrained)[0]
                         around = np.unique(np.concatenate([self._heavy_neighbours[a] for a in freed]))
                         fresh = around[~released[k, around]]
-                    if len(fresh) == 0:
-                        continue
-                    progressed = True
-                    released[k, fresh] = True
-                    row = int(np.nonzero(todo == k)[0][0])
-                    out, force, messages = self._minimise_or_split(positions[k:k + 1], anchors[row:row + 1],
-                                                                   released[k:k + 1])
-                    positions[k], rms_force[k], failures[k] = out[0], force[0], messages[0]
-                if not progressed:
+                    if len(fresh):
+                        released[k, fresh] = True
+                        again.append(int(k))
+                if not again:
                     break
+                rows = {int(k): row for row, k in enumerate(todo)}
+                together = [k for k in again if not alone[rows[k]]]
+                batches = [together[first:first + self.batch_size]
+                           for first in range(0, len(together), self.batch_size)]
+                for chunk in batches + [[k] for k in again if alone[rows[k]]]:
+                    chunk = np.array(chunk, dtype=np.int64)
+                    picked = _padded_to_power_of_two(chunk)
+                    out, force, messages = self._minimise_staged(
+                        positions[picked], anchors[[rows[int(k)] for k in picked]], released[picked],
+                        self.tolerance * SAFEGUARD_TOLERANCE_SCALE)
+                    positions[chunk], rms_force[chunk] = out[:len(chunk)], force[:len(chunk)]
+                    for k, message in zip(chunk, messages):
+                        failures[k] = message
         for k in range(count):
             if failures[k] is not None:
                 positions[k] = np.nan
@@ -550,6 +655,9 @@ class Relaxer:
     def settings(self) -> dict:
         """JSON-friendly description of this relaxation."""
         return {"force_field": list(self.force_field_files), "restraint_k_kj_per_mol_nm2": self.restraint_k,
+                "torsion_restraint_k_kj_per_mol_rad2": self.torsion_restraint_k,
+                "chirality_restraint": {"min_improper_deg": CHIRAL_IMPROPER_MIN_DEG,
+                                        "k_kj_per_mol_rad2": CHIRALITY_RESTRAINT_K},
                 "tolerance_kj_per_mol_nm": self.tolerance, "max_iterations": self.max_iterations,
                 "release_rounds": self.release_rounds, "batch_size": self.batch_size,
                 "platform": self.platform.getName(), "properties": dict(self.properties),

@@ -48,10 +48,15 @@ def relaxed_frames_done(files: RunFiles) -> int:
     return dcd_frame_count(files.relaxed)
 
 
+#: Relaxer settings a resumed relaxation must share with the frames already written: how a frame is relaxed.
+METHOD_SETTINGS = ("force_field", "restraint_k_kj_per_mol_nm2", "torsion_restraint_k_kj_per_mol_rad2",
+                   "chirality_restraint", "tolerance_kj_per_mol_nm", "max_iterations", "release_rounds")
+
+
 def relax_samples(run_dir, *, implicit: str | None = None, batch_size: int | None = None, threads: int | None = 1,
-                  platform: str = "CPU", progress: bool = True) -> dict:
-    """Relax the samples of ``run_dir`` into ``relaxed.dcd`` (resuming a relaxation that stopped);
-    returns the ``relaxation`` record also written to ``run.json``.
+                  platform: str = "CPU", progress: bool = True, restart: bool = False) -> dict:
+    """Relax the samples of ``run_dir`` into ``relaxed.dcd`` (resuming a relaxation that stopped, or
+    from the first frame with ``restart``); returns the ``relaxation`` record also written to ``run.json``.
 
     ``batch_size`` molecules are minimised together (default 64), whole frames of K chains at a
     time. L-BFGS on a batch depends on what else is in it, so a resumed relaxation keeps its batch
@@ -61,7 +66,7 @@ def relax_samples(run_dir, *, implicit: str | None = None, batch_size: int | Non
     if not (os.path.isfile(files.samples) and os.path.isfile(files.record)):
         raise FileNotFoundError(f"{run_dir} is not a jamun sample run directory (no {files.samples} or run.json)")
     record = read_json(files.record)
-    kept = record.get("relaxation")
+    kept = None if restart else record.get("relaxation")
     done = relaxed_frames_done(files) if kept else 0
     if done:
         check_same_settings(f"the relaxation of {run_dir}", kept["settings"], {"implicit": implicit or "vacuum",
@@ -78,6 +83,12 @@ def relax_samples(run_dir, *, implicit: str | None = None, batch_size: int | Non
     checker = ValidityChecker(chain_topology, start * unit.nanometer)
     frames_per_batch = max(1, batch_size // chains)
     settings = {**relaxer.settings(), "implicit": implicit or "vacuum", "batch_size": batch_size}
+    if done:
+        method = {name: settings[name] for name in METHOD_SETTINGS}
+        check_same_settings(f"the relaxation of {run_dir}", {name: kept["settings"].get(name, "not recorded")
+                                                              for name in METHOD_SETTINGS}, method,
+                            hint="its frames were relaxed another way (another version of this package); "
+                                 "relax them again from the first frame (jamun relax --restart)")
 
     # what the finished batches counted; a batch cut short is relaxed again
     batches = kept.get("batches", []) if done else []

@@ -54,6 +54,24 @@ def test_relax_resumes_after_the_last_whole_frame(relaxed_run):
             main(["relax", str(relaxed_run.directory), *change, "--quiet"])
 
 
+def test_relax_refuses_to_resume_frames_relaxed_another_way_and_restarts_on_request(relaxed_run):
+    record = json.loads(open(relaxed_run.record).read())
+    before = mdtraj.load(relaxed_run.relaxed, top=relaxed_run.relaxed_topology).xyz
+    truncate_trajectory(relaxed_run.relaxed, 2)
+    settings = record["relaxation"]["settings"]
+    del settings["torsion_restraint_k_kj_per_mol_rad2"]  # as a relaxation without torsion restraints wrote it
+    open(relaxed_run.record, "w").write(json.dumps(record))
+    with pytest.raises(SystemExit, match="torsion_restraint_k_kj_per_mol_rad2 300.0 .the run has 'not recorded'"):
+        main(["relax", str(relaxed_run.directory), "--quiet"])
+    assert mdtraj.load(relaxed_run.relaxed, top=relaxed_run.relaxed_topology).n_frames == 2  # nothing written
+    assert main(["relax", str(relaxed_run.directory), "--restart", "--quiet"]) == 0
+    after = mdtraj.load(relaxed_run.relaxed, top=relaxed_run.relaxed_topology).xyz
+    np.testing.assert_allclose(after, before, atol=5e-3)  # every frame relaxed again, as the first time
+    relaxation = json.loads(open(relaxed_run.record).read())["relaxation"]
+    assert relaxation["relaxed"]["frames"] == 8
+    assert relaxation["settings"]["torsion_restraint_k_kj_per_mol_rad2"] == 300.0
+
+
 def test_analyze_reports_raw_and_relaxed_side_by_side(relaxed_run, tmp_path):
     from openmm import unit
 
