@@ -294,6 +294,30 @@ def test_first_loss_matches_the_skip_only_denoiser(md_root, tmp_path):
     assert loss == pytest.approx(expected, rel=0.15)
 
 
+def test_stretched_examples_move_one_atom_of_the_chosen_graphs(md_root, tmp_path):
+    """stretch_fraction: the same σ-noise, plus one atom of each chosen graph moved up to stretch_nm."""
+    from openmm_jamun.data.dataset import FrameSampler
+    from openmm_jamun.train.trainer import center, noised_positions
+
+    batch = FrameSampler([load_peptide(str(md_root / "A"))], 0).sample(16)
+    x = center(batch.positions, batch.graph_index, batch.num_graphs)
+    plain = noised_positions(x, batch, 0.04, torch.Generator().manual_seed(3), align=False)
+    same = noised_positions(x, batch, 0.04, torch.Generator().manual_seed(3), align=False, stretch_fraction=0.0)
+    torch.testing.assert_close(same, plain, rtol=0, atol=0)
+    stretched = noised_positions(x, batch, 0.04, torch.Generator().manual_seed(3), align=False,
+                                 stretch_fraction=1.0, stretch_nm=0.3)
+    moved = (stretched - plain).norm(dim=-1)
+    assert moved.max() > 0.1  # lengths uniform in [0, 0.3 nm]: the largest of 16 is almost surely above
+    for graph in range(batch.num_graphs):
+        distances = moved[batch.graph_index == graph].sort(descending=True).values
+        n = len(distances)  # one atom moved by d; centring then shifts every atom by −d/n
+        assert distances[0] <= 0.3 * (n - 1) / n
+        torch.testing.assert_close(distances[0], (n - 1) * distances[1], rtol=1e-4, atol=1e-6)
+        torch.testing.assert_close(distances[1:], distances[1].expand(n - 1), rtol=1e-4, atol=1e-6)
+    with pytest.raises(ValueError, match="stretch_fraction"):
+        _config(md_root, tmp_path / "bad", stretch_fraction=1.5)
+
+
 def test_ddp_with_two_gloo_processes(md_root, tmp_path):
     config = _config(md_root, tmp_path / "ddp", max_steps=4, val_every=2, checkpoint_every=2)
     path = tmp_path / "train.json"

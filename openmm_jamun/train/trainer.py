@@ -68,6 +68,13 @@ class TrainConfig:
     # x̂ = y − σ²∇E_θ, a conservative score (double backpropagation; with init_from a direct
     # checkpoint, g starts from its weights).
     parametrization: str = "direct"
+    # Off-manifold examples: in this share of the graphs of a batch one atom of y (picked at random)
+    # is moved a further distance drawn uniformly from [0, stretch_nm] in a random direction; the
+    # target stays x. A walk reaches y that σ-noise alone almost never gives (a bond 0.2 nm off is
+    # 3.5 standard deviations of its noised length); an energy model learns nothing there and its
+    # restoring force fades (benchmarks/restoring_force.py). 0 (the default) is JAMUN's loss.
+    stretch_fraction: float = 0.0
+    stretch_nm: float = 0.3
 
     def __post_init__(self):
         for name in ("batch_size", "max_steps", "val_every", "val_batches", "checkpoint_every", "stride"):
@@ -87,6 +94,9 @@ class TrainConfig:
             raise ValueError(f"parametrization must be one of {PARAMETRIZATIONS}, not {self.parametrization!r}")
         if self.ema_decay is not None and not 0.0 <= self.ema_decay <= 1.0:
             raise ValueError(f"ema_decay must lie in [0, 1], not {self.ema_decay}")
+        if not 0.0 <= self.stretch_fraction <= 1.0 or not self.stretch_nm > 0.0:
+            raise ValueError(f"stretch_fraction must lie in [0, 1] and stretch_nm be positive, not "
+                             f"{self.stretch_fraction} and {self.stretch_nm}")
 
     @classmethod
     def from_file(cls, path: str) -> "TrainConfig":
@@ -141,15 +151,33 @@ def kabsch_align(y: torch.Tensor, x: torch.Tensor, graph_index: torch.Tensor, nu
     return torch.einsum("nij,nj->ni", R[graph_index], y)
 
 
+def noised_positions(x: torch.Tensor, batch: GraphBatch, sigma: float, generator: torch.Generator,
+                     align: bool = True, stretch_fraction: float = 0.0, stretch_nm: float = 0.3) -> torch.Tensor:
+    """y = x + σε for centred clean positions x, centred and (``align``) Kabsch-aligned onto x; with
+    ``stretch_fraction``, that share of the graphs has one atom moved further (TrainConfig says why)."""
+    y = x + sigma * torch.randn(x.shape, generator=generator).to(x.device)
+    if stretch_fraction > 0.0:
+        chosen = torch.rand(batch.num_graphs, generator=generator) < stretch_fraction
+        counts = torch.bincount(batch.graph_index.cpu(), minlength=batch.num_graphs)
+        first = torch.cumsum(counts, 0) - counts
+        atom = first + (torch.rand(batch.num_graphs, generator=generator) * counts).long().clamp(max=counts - 1)
+        direction = torch.randn(batch.num_graphs, 3, generator=generator, dtype=x.dtype)
+        direction = direction / direction.norm(dim=-1, keepdim=True)
+        length = stretch_nm * torch.rand(batch.num_graphs, 1, generator=generator, dtype=x.dtype)
+        y = y.clone()
+        y[atom[chosen].to(x.device)] += (direction * length)[chosen].to(x.device)
+    y = center(y, batch.graph_index, batch.num_graphs)
+    if align:
+        y = kabsch_align(y, x, batch.graph_index, batch.num_graphs)
+    return y
+
+
 def denoising_loss(model, batch: GraphBatch, sigma: float, c_out: float, generator: torch.Generator,
-                   align: bool = True) -> torch.Tensor:
+                   align: bool = True, stretch_fraction: float = 0.0, stretch_nm: float = 0.3) -> torch.Tensor:
     """Per-graph weighted loss ‖x̂(y) − x‖²/c_out² (sum over xyz, mean over atoms)."""
     x = center(batch.positions, batch.graph_index, batch.num_graphs)
     with torch.no_grad():
-        y = x + sigma * torch.randn(x.shape, generator=generator).to(x.device)
-        y = center(y, batch.graph_index, batch.num_graphs)
-        if align:
-            y = kabsch_align(y, x, batch.graph_index, batch.num_graphs)
+        y = noised_positions(x, batch, sigma, generator, align, stretch_fraction, stretch_nm)
     xhat = model(y, batch.element, batch.atom_name, batch.residue, batch.graph_index, batch.bond_adjacency,
                  batch.num_graphs)
     per_atom = ((xhat - x) ** 2).sum(-1)
@@ -207,9 +235,10 @@ def _initial_weights(config: TrainConfig, network_config: NetworkConfig) -> tupl
 #: TrainConfig fields a resumed run must share with the run that wrote its checkpoint (the rest,
 #: e.g. max_steps, max_wall_s, val_every, threads, out, may change).
 RESUME_FIXED = ("data_root", "train", "val", "sigma", "lr", "lr_schedule", "lr_min", "lr_decay_start", "batch_size",
-                "balance", "stride", "seed", "align", "ema_decay", "init_from", "parametrization")
+                "balance", "stride", "seed", "align", "ema_decay", "init_from", "parametrization",
+                "stretch_fraction", "stretch_nm")
 #: What a checkpoint written before a RESUME_FIXED field existed ran with.
-RESUME_DEFAULTS = {"parametrization": "direct"}
+RESUME_DEFAULTS = {"parametrization": "direct", "stretch_fraction": 0.0, "stretch_nm": 0.3}
 
 
 def _check_resume(config: TrainConfig, record: dict, network: Denoiser, world: int) -> None:
@@ -311,8 +340,8 @@ def train(config: TrainConfig, progress: bool = True) -> dict:
         for step in range(start_step + 1, config.max_steps + 1):
             sampler.generator = _generator(config.seed, rank, step, 0)
             batch = sampler.sample(per_rank_batch).to(config.device)
-            loss = denoising_loss(model, batch, config.sigma, denoiser.c_out,
-                                  _generator(config.seed, rank, step, 1), config.align).mean()
+            loss = denoising_loss(model, batch, config.sigma, denoiser.c_out, _generator(config.seed, rank, step, 1),
+                                  config.align, config.stretch_fraction, config.stretch_nm).mean()
             optimizer.zero_grad(set_to_none=True)
             for group in optimizer.param_groups:
                 group["lr"] = learning_rate(config, step)
