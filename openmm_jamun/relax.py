@@ -30,8 +30,8 @@ it can (AlphaFold's amber relaxation, batched):
    5° at 300 K) they move 2-5° and the JSD by −0.001, for about 10% more time
    (``python benchmarks/relaxation.py runs/eval/VD --reference references/capped_2aa/VD
    --md-frames 0 [--torsion-restraint 0]``). 0 turns them off.
-   Each chiral CA keeps the hand it has in the input: a one-sided restraint holds its improper
-   (CA, N, C, CB) at least ``CHIRAL_IMPROPER_MIN_DEG`` on the input's side of planar.
+   Each chiral CA keeps the hand it has in the input and each peptide bond its side, trans or cis
+   (one-sided restraints: ``SIDE_RESTRAINT_K`` says how and why).
 4. ``openmm.LocalEnergyMinimizer`` (L-BFGS) until the RMS force of every copy is below the
    tolerance (a MinimizationReporter stops the batch when the worst copy gets there; OpenMM's own
    criterion is the RMS over the whole batch, which a batch could meet with one copy far off).
@@ -77,13 +77,23 @@ BASE_FORCE_FIELD = "amber14-all.xml"
 DEFAULT_RESTRAINT_K = 10.0 * unit.kilocalorie_per_mole / unit.angstrom**2
 #: Torsion restraint constant on φ, ψ and χ (kJ/mol/rad²; module docstring, step 3).
 DEFAULT_TORSION_RESTRAINT_K = 300.0 * unit.kilojoule_per_mole / unit.radian**2
-#: Each chiral centre keeps the hand it has in the input: its improper (CA, N, C, CB), about ±33° in
-#: a relaxed residue, is held at least this far (degrees) on the input's side of 0 by a one-sided
-#: restraint of this constant (kJ/mol/rad²). A blurred jump can have a nearly planar CA, which the
-#: force field would otherwise finish on either side: 0.1% of QW's relaxed frames came out D from L
-#: jumps without it. It never turns a D centre into L.
+#: Each chiral centre and each peptide bond keeps the side it has in the input, by a one-sided
+#: restraint k·max(0, c₀ − (a cos θ + b sin θ))² (kJ/mol) on its torsion θ:
+#: * a chiral CA's improper (CA, N, C, CB), about ±33° in a relaxed residue, stays at least
+#:   CHIRAL_IMPROPER_MIN_DEG on the input's side of 0 (a = 0, b = ±1). A blurred jump can have a
+#:   nearly planar CA that the force field would otherwise finish on either side: 0.1% of QW's
+#:   relaxed frames came out D from L jumps without it.
+#: * ω of a peptide bond that is trans-side in the input (|ω| > 90°) is held at |ω| ≥
+#:   TRANS_OMEGA_MIN_DEG, 5° inside the validity's tolerance so that a minimised frame ends within
+#:   it (a = −1: a bent amide plane is straightened, never turned over), and a
+#:   cis-side one stays cis-side (a = 1, |ω| ≤ 90°). Once the safeguard releases an amide's atoms,
+#:   nothing else held ω: 0.1% of QW's and AA's relaxed frames had a trans bond of the jump turned
+#:   cis or perpendicular.
+#: It never turns a D centre into L or a cis bond trans: those are the jump's, and reported.
 CHIRAL_IMPROPER_MIN_DEG = 20.0
-CHIRALITY_RESTRAINT_K = 1000.0
+TRANS_OMEGA_MIN_DEG = 180.0 - OMEGA_TOLERANCE_DEG + 5.0
+CIS_OMEGA_MAX_DEG = 90.0
+SIDE_RESTRAINT_K = 1000.0
 #: mdtraj's torsion functions whose torsions are restrained (those ``analysis.torsions`` histograms)
 RESTRAINED_TORSIONS = ("phi", "psi", "chi1", "chi2", "chi3", "chi4", "chi5")
 #: RMS force at which a frame counts as relaxed: 14x below the RMS force of a thermal frame of the
@@ -286,8 +296,11 @@ class Relaxer:
         self._template_xyz = template_xyz
         self._hydrogen_plan = self._plan_hydrogens(atoms, template_xyz)
         self.checker = ValidityChecker(self.topology)
-        # improper (CA, N, C, CB) of each chiral centre: its sign is the centre's hand (L: +33°)
-        self._chiral_impropers = np.asarray(self.checker.chiral_quads, dtype=np.int64).reshape(-1, 4)[:, [1, 0, 2, 3]]
+        # torsions that keep their side (SIDE_RESTRAINT_K): the improper (CA, N, C, CB) of each chiral
+        # centre, whose sign is its hand (L: +33°), then ω of each peptide bond
+        impropers = np.asarray(self.checker.chiral_quads, dtype=np.int64).reshape(-1, 4)[:, [1, 0, 2, 3]]
+        self._n_impropers = len(impropers)
+        self._sided = np.concatenate([impropers, np.asarray(self.checker.omega_quads, dtype=np.int64).reshape(-1, 4)])
         # each checked peptide bond's plane: its ω atoms α(i), C(i), N(i+1), α(i+1) and the carbonyl O(i)
         carbonyl_o = {}
         for a, b in self.topology.bonds():
@@ -335,6 +348,20 @@ class Relaxer:
             if isinstance(force, openmm.NonbondedForce):
                 force.setReactionFieldDielectric(1.0)  # cut-off Coulomb = exact Coulomb force (module docstring)
         return system
+
+    def _side_parameters(self, anchors: np.ndarray) -> np.ndarray:
+        """(a, b, c0) [F, S, 3] of the side restraint of each torsion in ``self._sided`` for frames
+        ``anchors``: the side each torsion is on in them (module constants)."""
+        theta = _dihedrals(anchors, self._sided)
+        out = np.zeros(theta.shape + (3,))
+        hand = np.where(theta[:, :self._n_impropers] < 0, -1.0, 1.0)
+        out[:, :self._n_impropers, 1] = hand
+        out[:, :self._n_impropers, 2] = math.sin(math.radians(CHIRAL_IMPROPER_MIN_DEG))
+        trans = np.abs(theta[:, self._n_impropers:]) > math.radians(CIS_OMEGA_MAX_DEG)
+        out[:, self._n_impropers:, 0] = np.where(trans, -1.0, 1.0)
+        out[:, self._n_impropers:, 2] = np.where(trans, -math.cos(math.radians(TRANS_OMEGA_MIN_DEG)),
+                                                 math.cos(math.radians(CIS_OMEGA_MAX_DEG)))
+        return out
 
     def _restrained_torsions(self) -> np.ndarray:
         """The quartets [T, 4] of the φ, ψ and χ torsions of ``self.topology`` (mdtraj's definitions)."""
@@ -432,21 +459,20 @@ class Relaxer:
                     for quartet in self._torsions + copy * self.n_atoms:
                         torsion_restraint.addTorsion(*(int(a) for a in quartet), [0.0, 0.0])
                 system.addForce(torsion_restraint)
-            chirality_restraint = None
-            if len(self._chiral_impropers):
-                chirality_restraint = openmm.CustomTorsionForce(
-                    "k_c*step(d)*d^2; d = theta_min - hand*theta")
-                chirality_restraint.addGlobalParameter("theta_min", math.radians(CHIRAL_IMPROPER_MIN_DEG))
-                chirality_restraint.addGlobalParameter("k_c", CHIRALITY_RESTRAINT_K)
-                chirality_restraint.addPerTorsionParameter("hand")
+            side_restraint = None
+            if len(self._sided):
+                side_restraint = openmm.CustomTorsionForce("k_side*step(d)*d^2; d = c0 - a*cos(theta) - b*sin(theta)")
+                side_restraint.addGlobalParameter("k_side", SIDE_RESTRAINT_K)
+                for name in ("a", "b", "c0"):
+                    side_restraint.addPerTorsionParameter(name)
                 for copy in range(copies):
-                    for quartet in self._chiral_impropers + copy * self.n_atoms:
-                        chirality_restraint.addTorsion(*(int(a) for a in quartet), [1.0])
-                system.addForce(chirality_restraint)
+                    for quartet in self._sided + copy * self.n_atoms:
+                        side_restraint.addTorsion(*(int(a) for a in quartet), [0.0, 0.0, -2.0])
+                system.addForce(side_restraint)
             context = openmm.Context(system, openmm.VerletIntegrator(0.001), self.platform, self.properties)
             if len(self._contexts) >= 8:  # a batch size and its stages' powers of two
                 self._contexts.pop(next(iter(self._contexts)))
-            self._contexts[copies] = (context, restraint, torsion_restraint, chirality_restraint, offsets)
+            self._contexts[copies] = (context, restraint, torsion_restraint, side_restraint, offsets)
         return self._contexts[copies]
 
     # ----- relaxation -----------------------------------------------------------------------------------
@@ -460,7 +486,7 @@ class Relaxer:
         iterations = self.max_iterations if iterations is None else iterations
         tolerance = self.tolerance if tolerance is None else tolerance
         copies = len(start)
-        context, restraint, torsion_restraint, chirality_restraint, offsets = self._context(copies)
+        context, restraint, torsion_restraint, side_restraint, offsets = self._context(copies)
         centres = anchors[:, self._restrained].mean(axis=1)
         shift = offsets[:, None, :] - centres[:, None, :]
         restrained = np.nonzero(self._restrained)[0]
@@ -483,14 +509,14 @@ class Relaxer:
                                                            [float(theta0[copy, t]), k_t])
                     index += 1
             torsion_restraint.updateParametersInContext(context)
-        if chirality_restraint is not None:
-            hand = np.where(_dihedrals(anchors, self._chiral_impropers) < 0, -1.0, 1.0)
+        if side_restraint is not None:
+            parameters = self._side_parameters(anchors)
             index = 0
             for copy in range(copies):
-                for c, quartet in enumerate(self._chiral_impropers + copy * self.n_atoms):
-                    chirality_restraint.setTorsionParameters(index, *(int(a) for a in quartet), [float(hand[copy, c])])
+                for t, quartet in enumerate(self._sided + copy * self.n_atoms):
+                    side_restraint.setTorsionParameters(index, *(int(a) for a in quartet), parameters[copy, t].tolist())
                     index += 1
-            chirality_restraint.updateParametersInContext(context)
+            side_restraint.updateParametersInContext(context)
         context.setPositions((start + shift).reshape(-1, 3))
         for attempt in range(1 + (0 if iterations else RESTARTS)):
             if copies == 1:
@@ -656,8 +682,9 @@ class Relaxer:
         """JSON-friendly description of this relaxation."""
         return {"force_field": list(self.force_field_files), "restraint_k_kj_per_mol_nm2": self.restraint_k,
                 "torsion_restraint_k_kj_per_mol_rad2": self.torsion_restraint_k,
-                "chirality_restraint": {"min_improper_deg": CHIRAL_IMPROPER_MIN_DEG,
-                                        "k_kj_per_mol_rad2": CHIRALITY_RESTRAINT_K},
+                "side_restraint": {"k_kj_per_mol": SIDE_RESTRAINT_K, "chiral_improper_min_deg": CHIRAL_IMPROPER_MIN_DEG,
+                                   "trans_omega_min_deg": TRANS_OMEGA_MIN_DEG,
+                                   "cis_omega_max_deg": CIS_OMEGA_MAX_DEG},
                 "tolerance_kj_per_mol_nm": self.tolerance, "max_iterations": self.max_iterations,
                 "release_rounds": self.release_rounds, "batch_size": self.batch_size,
                 "platform": self.platform.getName(), "properties": dict(self.properties),

@@ -50,7 +50,7 @@ def relaxed_frames_done(files: RunFiles) -> int:
 
 #: Relaxer settings a resumed relaxation must share with the frames already written: how a frame is relaxed.
 METHOD_SETTINGS = ("force_field", "restraint_k_kj_per_mol_nm2", "torsion_restraint_k_kj_per_mol_rad2",
-                   "chirality_restraint", "tolerance_kj_per_mol_nm", "max_iterations", "release_rounds")
+                   "side_restraint", "tolerance_kj_per_mol_nm", "max_iterations", "release_rounds")
 
 
 def relax_samples(run_dir, *, implicit: str | None = None, batch_size: int | None = None, threads: int | None = 1,

@@ -10,7 +10,7 @@ from openmm import app, unit
 
 from openmm_jamun.analysis.ensemble import d_amino_acids
 from openmm_jamun.analysis.torsions import torsions
-from openmm_jamun.analysis.validity import CLASH_SCALE, ValidityChecker
+from openmm_jamun.analysis.validity import CLASH_SCALE, ValidityChecker, _dihedrals
 from openmm_jamun.data.build import build_peptide, forcefield
 from openmm_jamun.relax import Relaxer, replicate_topology
 from openmm_jamun.system import heavy_atom_indices, subset_topology
@@ -161,13 +161,15 @@ def test_relaxed_frames_load_with_mdtraj_and_openmm_and_carry_the_right_hydrogen
 def test_batched_and_one_by_one_agree_and_runs_are_deterministic(aa):
     _, _, heavy_topology, heavy_xyz = aa
     frames = noised(heavy_xyz, 6, seed=1)
-    one_by_one = Relaxer(heavy_topology, heavy_xyz, batch_size=1, tolerance=1.0).relax(frames)
-    batched_relaxer = Relaxer(heavy_topology, heavy_xyz, batch_size=6, tolerance=1.0)
+    # 2 kJ/mol/nm, 25x below the default: about as far as single-precision forces of copies placed
+    # nanometres apart let L-BFGS go
+    one_by_one = Relaxer(heavy_topology, heavy_xyz, batch_size=1, tolerance=2.0).relax(frames)
+    batched_relaxer = Relaxer(heavy_topology, heavy_xyz, batch_size=6, tolerance=2.0)
     batched = batched_relaxer.relax(frames)
     again = batched_relaxer.relax(frames)
     np.testing.assert_array_equal(batched.positions, again.positions)
     assert batched.valid.tolist() == one_by_one.valid.tolist()
-    assert (batched.rms_force < 1.0).all() and (one_by_one.rms_force < 1.0).all()  # every copy converged
+    assert (batched.rms_force < 2.0).all() and (one_by_one.rms_force < 2.0).all()  # every copy converged
     difference = np.linalg.norm(batched.positions - one_by_one.positions, axis=-1)
     heavy = batched_relaxer.heavy_atom_indices
     assert difference[:, heavy].max() < 0.003  # nm: two L-BFGS runs to one tolerance, nothing more
@@ -298,3 +300,16 @@ def test_a_nearly_planar_centre_keeps_the_hand_of_its_jump():
     result = relaxer.relax(jump)
     assert result.valid.all()
     assert not d_amino_acids(result.positions[:, relaxer.heavy_atom_indices], topology)[0].any()
+
+
+def test_a_trans_peptide_bond_of_the_jump_stays_trans():
+    """An AA jump with every ω within 15° of trans whose NME bond amber14 turned over once the safeguard
+    had released that amide (to 78° in a batch, -16° alone): the side restraint keeps it trans."""
+    topology = mdtraj.load_topology(str(DATA / "aa_heavy_topology.pdb"))
+    frames = np.load(DATA / "aa_jump_trans.npz")
+    jump = frames["jump"][None].astype(np.float64)
+    relaxer = Relaxer(topology, frames["template"], batch_size=1)
+    assert (np.abs(np.degrees(_dihedrals(jump, ValidityChecker(topology, jump[0]).omega_quads))) > 165).all()
+    result = relaxer.relax(jump)
+    assert result.valid.all()
+    assert (np.abs(np.degrees(_dihedrals(result.positions, relaxer.checker.omega_quads))) > 150).all()
