@@ -15,7 +15,7 @@ time, over the walk's wall time), and the φ/ψ basin populations (αR, β/PPII,
 reference with their largest difference.
 
     python benchmarks/evaluate_model.py --references references/capped_2aa --out runs/eval \\
-        [--model default] [--metropolis] [--peptides AA VD QW] [--chains 8] [--steps 10000]
+        [--model default] [--metropolis] [--peptides AA VD QW YF] [--chains 8] [--steps 10000]
 
 References are ``jamun md`` directories named by sequence (``references/capped_2aa`` in the
 repository holds those of the model card). JS distances are in base e, as the JAMUN paper's.
@@ -156,7 +156,7 @@ def main():
     parser.add_argument("--out", required=True)
     parser.add_argument("--model", default="default")
     parser.add_argument("--metropolis", action="store_true", help="the Metropolis-exact walk (energy models)")
-    parser.add_argument("--peptides", nargs="+", default=["AA", "VD", "QW"])
+    parser.add_argument("--peptides", nargs="+", default=["AA", "VD", "QW", "YF"])
     parser.add_argument("--chains", type=int, default=8)
     parser.add_argument("--steps", type=int, default=10000)
     parser.add_argument("--relax-again", action="store_true",
