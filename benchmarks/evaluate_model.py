@@ -31,7 +31,7 @@ import numpy as np
 
 from openmm_jamun.analysis.report import analyze, load_heavy
 from openmm_jamun.records import read_json, write_json
-from openmm_jamun.relax_run import relax_samples
+from openmm_jamun.relax_run import relax_samples, relaxation_is_current
 from openmm_jamun.sample import run_sampling
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -160,7 +160,8 @@ def main():
     parser.add_argument("--chains", type=int, default=8)
     parser.add_argument("--steps", type=int, default=10000)
     parser.add_argument("--relax-again", action="store_true",
-                        help="relax the samples of existing runs again from the first frame (after the relaxation changed)")
+                        help="relax the samples of existing runs again from the first frame (a relaxation made "
+                             "another way is relaxed again anyway)")
     args = parser.parse_args()
     rows = {}
     start = time.time()
@@ -170,8 +171,9 @@ def main():
             sys.exit(f"error: no reference MD for {peptide} in {args.references} (jamun md {peptide} --out {reference})")
         out = os.path.join(args.out, peptide)
         run = sample(peptide, out, args)
-        if args.relax_again or "relaxation" not in run or run["relaxation"]["frames"] < run["frames"]:
-            relax_samples(out, threads=1, progress=False, restart=args.relax_again)
+        stale = "relaxation" in run and not relaxation_is_current(run["relaxation"])
+        if args.relax_again or stale or "relaxation" not in run or run["relaxation"]["frames"] < run["frames"]:
+            relax_samples(out, threads=1, progress=False, restart=args.relax_again or stale)
             run = read_json(os.path.join(out, "run.json"))
         analysis = os.path.join(out, "analysis", "analysis.json")
         if os.path.isfile(analysis) and os.path.getmtime(analysis) > os.path.getmtime(os.path.join(out, "run.json")):

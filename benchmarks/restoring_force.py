@@ -42,7 +42,6 @@ def main():
     for model in args.models:
         path = model if os.path.exists(model) else resolve_model(model)
         models[model] = denoiser_for(path, topology, 1)
-    sigma = float(next(iter(models.values())).sigma)
     picks = np.linspace(0, reference.n_frames - 1, args.frames).astype(int)
     for bond in args.bonds.split(","):
         residue, pair = bond.split(":")
@@ -52,6 +51,7 @@ def main():
         print(f"  {'stretch (nm)':28s}" + "".join(f"{d:8.2f}" for d in STRETCHES_NM))
         for name, module in models.items():
             rng = np.random.default_rng(args.seed)
+            sigma = float(module.sigma)  # each model's own noise level
             rows = []
             for frame in picks:
                 y0 = reference.xyz[frame].astype(np.float64) + sigma * rng.normal(size=reference.xyz[frame].shape)

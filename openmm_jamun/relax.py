@@ -30,8 +30,8 @@ it can (AlphaFold's amber relaxation, batched):
    5° at 300 K) they move 2-5° and the JSD by −0.001, for about 10% more time
    (``python benchmarks/relaxation.py runs/eval/VD --reference references/capped_2aa/VD
    --md-frames 0 [--torsion-restraint 0]``). 0 turns them off.
-   Each chiral CA keeps the hand it has in the input and each peptide bond its side, trans or cis
-   (one-sided restraints: ``SIDE_RESTRAINT_K`` says how and why).
+   Each chiral CA keeps the hand it has in the input and each non-proline peptide bond its side,
+   trans or cis (one-sided restraints: ``SIDE_RESTRAINT_K`` says how and why).
 4. ``openmm.LocalEnergyMinimizer`` (L-BFGS) until the RMS force of every copy is below the
    tolerance (a MinimizationReporter stops the batch when the worst copy gets there; OpenMM's own
    criterion is the RMS over the whole batch, which a batch could meet with one copy far off).
@@ -64,6 +64,7 @@ from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import shortest_path
 
 from ._units import to_plain
+from .analysis.torsions import TORSION_KINDS
 from .analysis.validity import (BOND_TOLERANCE_NM, CHECKS, CLASH_SCALE, OMEGA_TOLERANCE_DEG, ValidityChecker,
                                 _dihedrals, as_openmm_topology, frames_nm, failure_reasons)
 from .data.build import add_hydrogens
@@ -77,35 +78,34 @@ BASE_FORCE_FIELD = "amber14-all.xml"
 DEFAULT_RESTRAINT_K = 10.0 * unit.kilocalorie_per_mole / unit.angstrom**2
 #: Torsion restraint constant on φ, ψ and χ (kJ/mol/rad²; module docstring, step 3).
 DEFAULT_TORSION_RESTRAINT_K = 300.0 * unit.kilojoule_per_mole / unit.radian**2
-#: Each chiral centre and each peptide bond keeps the side it has in the input, by a one-sided
-#: restraint k·max(0, c₀ − (a cos θ + b sin θ))² (kJ/mol) on its torsion θ:
+#: Each chiral centre and each peptide bond the validity checks (X-Pro is not) keeps the side it has
+#: in the input, by a one-sided restraint k·max(0, c₀ − (a cos θ + b sin θ))² (kJ/mol) on its torsion θ:
 #: * a chiral CA's improper (CA, N, C, CB), about ±33° in a relaxed residue, stays at least
 #:   CHIRAL_IMPROPER_MIN_DEG on the input's side of 0 (a = 0, b = ±1). A blurred jump can have a
-#:   nearly planar CA that the force field would otherwise finish on either side: 0.1% of QW's
-#:   relaxed frames came out D from L jumps without it.
+#:   nearly planar CA that the force field would otherwise finish on either side
+#:   (tests/data/qw_jump_nearly_planar_ca.npz is one, from the card's QW walk).
 #: * ω of a peptide bond that is trans-side in the input (|ω| > 90°) is held at |ω| ≥
 #:   TRANS_OMEGA_MIN_DEG, 5° inside the validity's tolerance so that a minimised frame ends within
 #:   it (a = −1: a bent amide plane is straightened, never turned over), and a
-#:   cis-side one stays cis-side (a = 1, |ω| ≤ 90°). Once the safeguard releases an amide's atoms,
-#:   nothing else held ω: 0.1% of QW's and AA's relaxed frames had a trans bond of the jump turned
-#:   cis or perpendicular.
+#:   cis-side one stays cis-side (a = 1, |ω| ≤ 90°, the side of amber's ω barrier it is on). Once the
+#:   safeguard releases an amide's atoms, nothing else holds ω, and amber14 could turn a trans bond
+#:   of the jump over (tests/data/aa_jump_trans.npz, from the card's AA walk).
 #: It never turns a D centre into L or a cis bond trans: those are the jump's, and reported.
 CHIRAL_IMPROPER_MIN_DEG = 20.0
 TRANS_OMEGA_MIN_DEG = 180.0 - OMEGA_TOLERANCE_DEG + 5.0
 CIS_OMEGA_MAX_DEG = 90.0
 SIDE_RESTRAINT_K = 1000.0
-#: mdtraj's torsion functions whose torsions are restrained (those ``analysis.torsions`` histograms)
-RESTRAINED_TORSIONS = ("phi", "psi", "chi1", "chi2", "chi3", "chi4", "chi5")
 #: RMS force at which a frame counts as relaxed: 14x below the RMS force of a thermal frame of the
 #: reference MD (about 700 kJ/mol/nm for AA), and as valid as 10 kJ/mol/nm (the validity checks
 #: do not change) at half the cost or less.
 DEFAULT_TOLERANCE = 50.0 * unit.kilojoule_per_mole / unit.nanometer
-#: Fresh L-BFGS runs after one that stopped above the tolerance without reaching its iteration limit
-#: (a line search that fails on the rounding of single-precision forces, close to the minimum).
+#: Fresh L-BFGS runs after a minimisation to convergence (no iteration limit: not the first stage, not
+#: with ``max_iterations``) that stopped above its tolerance (a line search that fails on the rounding
+#: of single-precision forces, close to the minimum).
 RESTARTS = 2
 #: The safeguard's minimisations go this much further below the tolerance: a frame whose restraints
-#: are released has nothing left but the force field to pull a bent amide plane back to trans, and
-#: an RMS force of 50 kJ/mol/nm over the whole molecule can still hide ω at 145°.
+#: are released has little left but the force field to finish its repair, and an RMS force at the
+#: tolerance, over the whole molecule, can still hide one bent amide.
 SAFEGUARD_TOLERANCE_SCALE = 0.2
 #: No bond of a molecule is longer than this in a frame the batch System can hold (nm); it bounds
 #: every distance inside a copy by this times the longest bond path, which sets the cutoff.
@@ -215,7 +215,9 @@ class Relaxer:
     torsion_restraint_k : energy/angle² quantity
         Constant of the φ, ψ, χ restraints to the input's torsions (default 300 kJ/mol/rad²; 0: none).
     tolerance : energy/length quantity
-        Minimise until every frame's RMS force is below this (default 50 kJ/mol/nm).
+        Minimise until every frame's RMS force is below this (default 50 kJ/mol/nm); the safeguard's
+        rounds go to ``SAFEGUARD_TOLERANCE_SCALE`` (0.2) times it. Below about 2 kJ/mol/nm the
+        single-precision forces of the CPU platform stop L-BFGS first.
     max_iterations : int
         L-BFGS iterations per minimisation (0: until converged).
     release_rounds : int
@@ -300,7 +302,8 @@ class Relaxer:
         # centre, whose sign is its hand (L: +33°), then ω of each peptide bond
         impropers = np.asarray(self.checker.chiral_quads, dtype=np.int64).reshape(-1, 4)[:, [1, 0, 2, 3]]
         self._n_impropers = len(impropers)
-        self._sided = np.concatenate([impropers, np.asarray(self.checker.omega_quads, dtype=np.int64).reshape(-1, 4)])
+        omegas = np.asarray(self.checker.omega_quads, dtype=np.int64).reshape(-1, 4)
+        self._side_quartets = np.concatenate([impropers, omegas])
         # each checked peptide bond's plane: its ω atoms α(i), C(i), N(i+1), α(i+1) and the carbonyl O(i)
         carbonyl_o = {}
         for a, b in self.topology.bonds():
@@ -350,9 +353,9 @@ class Relaxer:
         return system
 
     def _side_parameters(self, anchors: np.ndarray) -> np.ndarray:
-        """(a, b, c0) [F, S, 3] of the side restraint of each torsion in ``self._sided`` for frames
+        """(a, b, c0) [F, S, 3] of the side restraint of each quartet in ``self._side_quartets`` for frames
         ``anchors``: the side each torsion is on in them (module constants)."""
-        theta = _dihedrals(anchors, self._sided)
+        theta = _dihedrals(anchors, self._side_quartets)
         out = np.zeros(theta.shape + (3,))
         hand = np.where(theta[:, :self._n_impropers] < 0, -1.0, 1.0)
         out[:, :self._n_impropers, 1] = hand
@@ -366,7 +369,7 @@ class Relaxer:
     def _restrained_torsions(self) -> np.ndarray:
         """The quartets [T, 4] of the φ, ψ and χ torsions of ``self.topology`` (mdtraj's definitions)."""
         one = mdtraj.Trajectory(np.zeros((1, self.n_atoms, 3), np.float32), mdtraj.Topology.from_openmm(self.topology))
-        quartets = [getattr(mdtraj, f"compute_{kind}")(one)[0] for kind in RESTRAINED_TORSIONS]
+        quartets = [getattr(mdtraj, f"compute_{kind}")(one)[0] for kind in TORSION_KINDS]
         return np.concatenate([q.reshape(-1, 4) for q in quartets]).astype(np.int64)
 
     def _plan_hydrogens(self, atoms, template_xyz):
@@ -431,8 +434,8 @@ class Relaxer:
         return out
 
     def _context(self, copies: int):
-        """(Context, position restraint force, torsion restraint force or None, chirality restraint
-        force or None, per-copy offsets) for a batch of ``copies`` frames, built once."""
+        """(Context, position restraint force, torsion restraint force or None, side restraint force
+        (chiral impropers and ω) or None, per-copy offsets) for a batch of ``copies`` frames, built once."""
         if copies not in self._contexts:
             if copies == 1:
                 system = self._create_system(self.topology, app.NoCutoff, None)
@@ -460,13 +463,13 @@ class Relaxer:
                         torsion_restraint.addTorsion(*(int(a) for a in quartet), [0.0, 0.0])
                 system.addForce(torsion_restraint)
             side_restraint = None
-            if len(self._sided):
+            if len(self._side_quartets):
                 side_restraint = openmm.CustomTorsionForce("k_side*step(d)*d^2; d = c0 - a*cos(theta) - b*sin(theta)")
                 side_restraint.addGlobalParameter("k_side", SIDE_RESTRAINT_K)
                 for name in ("a", "b", "c0"):
                     side_restraint.addPerTorsionParameter(name)
                 for copy in range(copies):
-                    for quartet in self._sided + copy * self.n_atoms:
+                    for quartet in self._side_quartets + copy * self.n_atoms:
                         side_restraint.addTorsion(*(int(a) for a in quartet), [0.0, 0.0, -2.0])
                 system.addForce(side_restraint)
             context = openmm.Context(system, openmm.VerletIntegrator(0.001), self.platform, self.properties)
@@ -513,7 +516,7 @@ class Relaxer:
             parameters = self._side_parameters(anchors)
             index = 0
             for copy in range(copies):
-                for t, quartet in enumerate(self._sided + copy * self.n_atoms):
+                for t, quartet in enumerate(self._side_quartets + copy * self.n_atoms):
                     side_restraint.setTorsionParameters(index, *(int(a) for a in quartet), parameters[copy, t].tolist())
                     index += 1
             side_restraint.updateParametersInContext(context)
@@ -678,14 +681,34 @@ class Relaxer:
             rms_shift_nm=rms_shift, validity=validity, reasons=reasons, released_atoms=released.sum(axis=1),
             rms_force=rms_force, settings=self.settings())
 
+    def method(self) -> dict:
+        """What decides the relaxed frames (JSON-friendly): :func:`relaxation_method` of this Relaxer's settings."""
+        return relaxation_method(self.implicit, self.restraint_k, self.torsion_restraint_k, self.tolerance,
+                                 self.max_iterations, self.release_rounds)
+
     def settings(self) -> dict:
-        """JSON-friendly description of this relaxation."""
-        return {"force_field": list(self.force_field_files), "restraint_k_kj_per_mol_nm2": self.restraint_k,
-                "torsion_restraint_k_kj_per_mol_rad2": self.torsion_restraint_k,
-                "side_restraint": {"k_kj_per_mol": SIDE_RESTRAINT_K, "chiral_improper_min_deg": CHIRAL_IMPROPER_MIN_DEG,
-                                   "trans_omega_min_deg": TRANS_OMEGA_MIN_DEG,
-                                   "cis_omega_max_deg": CIS_OMEGA_MAX_DEG},
-                "tolerance_kj_per_mol_nm": self.tolerance, "max_iterations": self.max_iterations,
-                "release_rounds": self.release_rounds, "batch_size": self.batch_size,
-                "platform": self.platform.getName(), "properties": dict(self.properties),
-                "checks": list(CHECKS)}
+        """JSON-friendly description of this relaxation: :meth:`method`, and how it ran."""
+        return {**self.method(), "batch_size": self.batch_size, "platform": self.platform.getName(),
+                "properties": dict(self.properties), "checks": list(CHECKS)}
+
+
+def relaxation_method(implicit: str | None = None, restraint_k: float = DEFAULT_RESTRAINT_K,
+                      torsion_restraint_k: float = DEFAULT_TORSION_RESTRAINT_K, tolerance: float = DEFAULT_TOLERANCE,
+                      max_iterations: int = 0, release_rounds: int = 8) -> dict:
+    """Every setting and constant that decides how a frame is relaxed (JSON-friendly), for the
+    Relaxer's arguments (plain numbers in kJ/mol, nm, rad, or quantities; the defaults are its
+    defaults): a relaxation resumed under another method would mix two kinds of frames."""
+    force_field = [BASE_FORCE_FIELD] + ([IMPLICIT_SOLVENTS[implicit]] if implicit else [])
+    return {"force_field": force_field,
+            "restraint_k_kj_per_mol_nm2": to_plain(restraint_k, unit.kilojoule_per_mole / unit.nanometer**2,
+                                                   "restraint_k"),
+            "torsion_restraint_k_kj_per_mol_rad2": to_plain(torsion_restraint_k,
+                                                            unit.kilojoule_per_mole / unit.radian**2,
+                                                            "torsion_restraint_k"),
+            "restrained_torsions": list(TORSION_KINDS),
+            "side_restraint": {"k_kj_per_mol": SIDE_RESTRAINT_K, "chiral_improper_min_deg": CHIRAL_IMPROPER_MIN_DEG,
+                               "trans_omega_min_deg": TRANS_OMEGA_MIN_DEG, "cis_omega_max_deg": CIS_OMEGA_MAX_DEG},
+            "tolerance_kj_per_mol_nm": to_plain(tolerance, unit.kilojoule_per_mole / unit.nanometer, "tolerance"),
+            "max_iterations": int(max_iterations), "release_rounds": int(release_rounds),
+            "stage_iterations": STAGE_ITERATIONS, "restarts": RESTARTS,
+            "safeguard_tolerance_scale": SAFEGUARD_TOLERANCE_SCALE}

@@ -19,8 +19,8 @@ from openmm import app, unit
 from tqdm import tqdm
 
 from .analysis.validity import CHECKS, ValidityChecker, frame_validity
-from .records import RunFiles, check_same_settings, read_json, write_json
-from .relax import Relaxer, replicate_topology
+from .records import RunFiles, SettingsMismatchError, changed_settings, check_same_settings, read_json, write_json
+from .relax import Relaxer, relaxation_method, replicate_topology
 from .trajectory import dcd_frame_count, truncate_trajectory
 
 
@@ -48,9 +48,17 @@ def relaxed_frames_done(files: RunFiles) -> int:
     return dcd_frame_count(files.relaxed)
 
 
-#: Relaxer settings a resumed relaxation must share with the frames already written: how a frame is relaxed.
-METHOD_SETTINGS = ("force_field", "restraint_k_kj_per_mol_nm2", "torsion_restraint_k_kj_per_mol_rad2",
-                   "side_restraint", "tolerance_kj_per_mol_nm", "max_iterations", "release_rounds")
+def _method_changes(kept_settings: dict, method: dict) -> dict:
+    """{name: (kept, now)} of the method settings (``relax.relaxation_method``) that differ from those
+    recorded with a relaxation; one recorded before a setting existed differs in it."""
+    kept = {name: kept_settings.get(name, "not recorded") for name in method}
+    return changed_settings(kept, method)
+
+
+def relaxation_is_current(relaxation: dict, implicit: str | None = None) -> bool:
+    """Whether a run's ``relaxation`` record was made by the relaxation this package does now (with
+    ``implicit`` solvent or none): the method of every setting and constant, not only the options."""
+    return not _method_changes(relaxation.get("settings", {}), relaxation_method(implicit))
 
 
 def relax_samples(run_dir, *, implicit: str | None = None, batch_size: int | None = None, threads: int | None = 1,
@@ -83,12 +91,12 @@ def relax_samples(run_dir, *, implicit: str | None = None, batch_size: int | Non
     checker = ValidityChecker(chain_topology, start * unit.nanometer)
     frames_per_batch = max(1, batch_size // chains)
     settings = {**relaxer.settings(), "implicit": implicit or "vacuum", "batch_size": batch_size}
-    if done:
-        method = {name: settings[name] for name in METHOD_SETTINGS}
-        check_same_settings(f"the relaxation of {run_dir}", {name: kept["settings"].get(name, "not recorded")
-                                                              for name in METHOD_SETTINGS}, method,
-                            hint="its frames were relaxed another way (another version of this package); "
-                                 "relax them again from the first frame (jamun relax --restart)")
+    changes = _method_changes(kept["settings"], relaxer.method()) if done else {}
+    if changes:
+        listed = "; ".join(f"{name} {new!r} (the run has {old!r})" for name, (old, new) in changes.items())
+        raise SettingsMismatchError(f"cannot resume the relaxation of {run_dir} with {listed}: its frames were "
+                                    "relaxed another way (another version of this package); relax them again "
+                                    "from the first frame (jamun relax --restart)")
 
     # what the finished batches counted; a batch cut short is relaxed again
     batches = kept.get("batches", []) if done else []

@@ -29,7 +29,7 @@ from .analysis.report import load_heavy
 from .analysis.torsions import backbone_pairs, torsions
 from .inputs import read_input
 from .model.registry import denoiser_for, model_card, resolve_model, warn_if_untrained
-from .relax_run import relax_samples
+from .relax_run import relax_samples, relaxation_is_current
 from .records import CHECKPOINT, RUN, TOPOLOGY, RunFiles, check_same_settings, read_json, write_json
 from .force import check_walk, find_score_module, force_has_energy
 from .integrator import AcceptanceStateDataReporter, JamunIntegrator
@@ -360,8 +360,15 @@ def run_sampling(source: str, out: str, model: str | None = None, steps: int = 1
         record["ramachandran"] = plot_ramachandran(out_path, traj)
     save_record()
     if relax:
+        kept = read_json(files.record).get("relaxation")
+        kept_implicit = (kept or {}).get("settings", {}).get("implicit", "vacuum")  # another one is an error below
+        stale = kept is not None and not relaxation_is_current(kept, None if kept_implicit == "vacuum"
+                                                               else kept_implicit)
+        if stale:
+            warnings.warn(f"{out_path}: its samples were relaxed another way (another version of this package); "
+                          "relaxing every frame again", stacklevel=2)
         record["relaxation"] = relax_samples(out_path, implicit=implicit, threads=threads or 1,
-                                             progress=progress)
+                                             progress=progress, restart=stale)
     return record
 
 

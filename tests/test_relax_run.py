@@ -87,3 +87,18 @@ def test_analyze_reports_raw_and_relaxed_side_by_side(relaxed_run, tmp_path):
     assert 0 < relaxed["rms_shift_nm"] < 0.05
     assert relaxed["torsions"]["mean_backbone_1d"] is not None
     assert relaxed["validity"]["valid_fraction"] > result["validity"]["valid_fraction"]
+
+
+def test_a_resumed_sample_run_relaxes_every_frame_again_when_its_relaxation_is_stale(tmp_path):
+    out = tmp_path / "aa"
+    assert main(["sample", "AA", "--out", str(out), "--steps", "20", "--chains", "1", "--interval", "10",
+                 "--quiet"]) == 0
+    files = RunFiles(out)
+    record = json.loads(open(files.record).read())
+    del record["relaxation"]["settings"]["side_restraint"]  # as a relaxation without side restraints wrote it
+    open(files.record, "w").write(json.dumps(record))
+    with pytest.warns(UserWarning, match="relaxed another way"):
+        assert main(["sample", "AA", "--out", str(out), "--resume", "--steps", "40", "--quiet"]) == 0
+    relaxation = json.loads(open(files.record).read())["relaxation"]
+    assert relaxation["frames"] == 4 and "side_restraint" in relaxation["settings"]
+    assert mdtraj.load(files.relaxed, top=files.relaxed_topology).n_frames == 4

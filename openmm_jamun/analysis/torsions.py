@@ -11,7 +11,8 @@ from __future__ import annotations
 import numpy as np
 from scipy.spatial.distance import jensenshannon
 
-_TORSION_FUNCTIONS = ("phi", "psi", "chi1", "chi2", "chi3", "chi4", "chi5")
+#: mdtraj's torsion functions (compute_<kind>) whose torsions are analysed (and held by the relaxation)
+TORSION_KINDS = ("phi", "psi", "chi1", "chi2", "chi3", "chi4", "chi5")
 #: the base of every JS distance this package reports
 JSD_BASE = np.e
 
@@ -48,7 +49,7 @@ def torsions(traj) -> dict[str, np.ndarray]:
     import mdtraj
 
     out = {}
-    for kind in _TORSION_FUNCTIONS:
+    for kind in TORSION_KINDS:
         indices, angles = getattr(mdtraj, f"compute_{kind}")(traj)
         for column, quartet in enumerate(indices):
             out[torsion_name(kind, quartet, traj.topology)] = angles[:, column]
