@@ -14,7 +14,6 @@ import argparse
 import os
 import sys
 
-
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from openmm_jamun.analysis.validity import CHECKS, CLASH_SCALE, frame_validity  # noqa: E402
