@@ -177,6 +177,11 @@ class RelaxResult:
         self.to_mdtraj().save(trajectory_path)
 
 
+def _force_field_files(implicit: str | None) -> tuple[str, ...]:
+    """The OpenMM force-field files of a relaxation in vacuum (None) or ``implicit`` solvent."""
+    return (BASE_FORCE_FIELD,) + ((IMPLICIT_SOLVENTS[implicit],) if implicit else ())
+
+
 def _padded_to_power_of_two(indices):
     """``indices`` followed by copies of its first entry up to the next power of two, so that the
     batches of a relaxation come in few sizes (each size has its own Context)."""
@@ -248,7 +253,7 @@ class Relaxer:
         if int(release_rounds) < 0 or int(max_iterations) < 0:
             raise ValueError("release_rounds and max_iterations must be non-negative")
         self.implicit = implicit
-        self.force_field_files = (BASE_FORCE_FIELD,) + ((IMPLICIT_SOLVENTS[implicit],) if implicit else ())
+        self.force_field_files = _force_field_files(implicit)
         self.restraint_k = to_plain(restraint_k, unit.kilojoule_per_mole / unit.nanometer**2, "restraint_k")
         self.tolerance = to_plain(tolerance, unit.kilojoule_per_mole / unit.nanometer, "tolerance")
         self.torsion_restraint_k = to_plain(torsion_restraint_k, unit.kilojoule_per_mole / unit.radian**2,
@@ -351,6 +356,16 @@ class Relaxer:
             if isinstance(force, openmm.NonbondedForce):
                 force.setReactionFieldDielectric(1.0)  # cut-off Coulomb = exact Coulomb force (module docstring)
         return system
+
+    def _set_torsion_parameters(self, context, force, quartets: np.ndarray, parameters: np.ndarray) -> None:
+        """Per-torsion ``parameters`` [copies, T, P] of a CustomTorsionForce over ``quartets`` [T, 4] of
+        every copy (the order :meth:`_context` added them in), pushed into ``context``."""
+        index = 0
+        for copy, rows in enumerate(parameters):
+            for quartet, row in zip(quartets + copy * self.n_atoms, rows):
+                force.setTorsionParameters(index, *(int(a) for a in quartet), [float(v) for v in row])
+                index += 1
+        force.updateParametersInContext(context)
 
     def _side_parameters(self, anchors: np.ndarray) -> np.ndarray:
         """(a, b, c0) [F, S, 3] of the side restraint of each quartet in ``self._side_quartets`` for frames
@@ -502,24 +517,12 @@ class Relaxer:
                 index += 1
         restraint.updateParametersInContext(context)
         if torsion_restraint is not None:
-            theta0 = _dihedrals(anchors, self._torsions)
             free = released[:, self._torsions].any(axis=-1)  # a torsion through a released atom is free too
-            index = 0
-            for copy in range(copies):
-                for t, quartet in enumerate(self._torsions + copy * self.n_atoms):
-                    k_t = 0.0 if free[copy, t] else self.torsion_restraint_k
-                    torsion_restraint.setTorsionParameters(index, *(int(a) for a in quartet),
-                                                           [float(theta0[copy, t]), k_t])
-                    index += 1
-            torsion_restraint.updateParametersInContext(context)
+            parameters = np.stack([_dihedrals(anchors, self._torsions),
+                                   np.where(free, 0.0, self.torsion_restraint_k)], axis=-1)
+            self._set_torsion_parameters(context, torsion_restraint, self._torsions, parameters)
         if side_restraint is not None:
-            parameters = self._side_parameters(anchors)
-            index = 0
-            for copy in range(copies):
-                for t, quartet in enumerate(self._side_quartets + copy * self.n_atoms):
-                    side_restraint.setTorsionParameters(index, *(int(a) for a in quartet), parameters[copy, t].tolist())
-                    index += 1
-            side_restraint.updateParametersInContext(context)
+            self._set_torsion_parameters(context, side_restraint, self._side_quartets, self._side_parameters(anchors))
         context.setPositions((start + shift).reshape(-1, 3))
         for attempt in range(1 + (0 if iterations else RESTARTS)):
             if copies == 1:
@@ -635,6 +638,7 @@ class Relaxer:
                     for k, message in zip(todo[chunk], messages):
                         failures[k] = message
             # AlphaFold's safeguard: each round, the frames still in violation minimised again together
+            rows = {int(k): row for row, k in enumerate(todo)}  # frame -> its row in start/anchors/alone
             for _ in range(self.release_rounds):
                 candidates = np.array([k for k in todo if failures[k] is None], dtype=np.int64)
                 if len(candidates) == 0:
@@ -653,7 +657,6 @@ class Relaxer:
                         again.append(int(k))
                 if not again:
                     break
-                rows = {int(k): row for row, k in enumerate(todo)}
                 together = [k for k in again if not alone[rows[k]]]
                 batches = [together[first:first + self.batch_size]
                            for first in range(0, len(together), self.batch_size)]
@@ -698,8 +701,7 @@ def relaxation_method(implicit: str | None = None, restraint_k: float = DEFAULT_
     """Every setting and constant that decides how a frame is relaxed (JSON-friendly), for the
     Relaxer's arguments (plain numbers in kJ/mol, nm, rad, or quantities; the defaults are its
     defaults): a relaxation resumed under another method would mix two kinds of frames."""
-    force_field = [BASE_FORCE_FIELD] + ([IMPLICIT_SOLVENTS[implicit]] if implicit else [])
-    return {"force_field": force_field,
+    return {"force_field": list(_force_field_files(implicit)),
             "restraint_k_kj_per_mol_nm2": to_plain(restraint_k, unit.kilojoule_per_mole / unit.nanometer**2,
                                                    "restraint_k"),
             "torsion_restraint_k_kj_per_mol_rad2": to_plain(torsion_restraint_k,

@@ -55,10 +55,13 @@ def _method_changes(kept_settings: dict, method: dict) -> dict:
     return changed_settings(kept, method)
 
 
-def relaxation_is_current(relaxation: dict, implicit: str | None = None) -> bool:
-    """Whether a run's ``relaxation`` record was made by the relaxation this package does now (with
-    ``implicit`` solvent or none): the method of every setting and constant, not only the options."""
-    return not _method_changes(relaxation.get("settings", {}), relaxation_method(implicit))
+def relaxation_is_current(relaxation: dict) -> bool:
+    """Whether a run's ``relaxation`` record was made by the relaxation this package does now, in the
+    solvent it records (asking a resumed relaxation for another is an error of its own): the method
+    of every setting and constant, not only the options."""
+    settings = relaxation.get("settings", {})
+    implicit = settings.get("implicit", "vacuum")
+    return not _method_changes(settings, relaxation_method(None if implicit == "vacuum" else implicit))
 
 
 def relax_samples(run_dir, *, implicit: str | None = None, batch_size: int | None = None, threads: int | None = 1,

@@ -361,9 +361,7 @@ def run_sampling(source: str, out: str, model: str | None = None, steps: int = 1
     save_record()
     if relax:
         kept = read_json(files.record).get("relaxation")
-        kept_implicit = (kept or {}).get("settings", {}).get("implicit", "vacuum")  # another one is an error below
-        stale = kept is not None and not relaxation_is_current(kept, None if kept_implicit == "vacuum"
-                                                               else kept_implicit)
+        stale = kept is not None and not relaxation_is_current(kept)
         if stale:
             warnings.warn(f"{out_path}: its samples were relaxed another way (another version of this package); "
                           "relaxing every frame again", stacklevel=2)
