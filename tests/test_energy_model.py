@@ -69,6 +69,52 @@ def test_exported_jump_is_y_minus_sigma2_grad_energy(dipeptide, energy_model):
     torch.testing.assert_close(energy_model.energy(y), ((g - y) ** 2).sum() / (2 * SIGMA**2), atol=1e-4, rtol=1e-5)
 
 
+def test_bond_limit_adds_the_noised_bond_tail_past_the_limit(dipeptide, tmp_path):
+    """E_θ with bond_limit L is E_θ without it plus Σ (r − L)²/(4σ²) over the bonds of y longer than
+    L: nothing for a noised molecule, a pull back for a stretched bond; training path and export
+    agree, the jump stays y − σ²∇E, and checkpoints keep L."""
+    topology, x, _ = dipeptide
+    features = featurize(topology)
+    limit = 0.25
+    plain = random_energy_denoiser()
+    bounded = EnergyDenoiser(plain.config, SIGMA, 0.2, bond_limit=limit)
+    bounded.load_state_dict(plain.state_dict())
+    bounded.eval()
+    torch.manual_seed(4)
+    noised = x + SIGMA * torch.randn_like(x)
+    i, j = (int(v) for v in features.bonds[:, 3])
+    stretched = noised.clone()
+    stretched[j] += 0.3 * (noised[j] - noised[i]) / (noised[j] - noised[i]).norm()
+    y = torch.cat([noised, stretched])
+    free, held = export_denoiser(plain, topology, chains=2), export_denoiser(bounded, topology, chains=2)
+    lengths = np.linalg.norm(stretched.numpy()[features.bonds[0]] - stretched.numpy()[features.bonds[1]], axis=1)
+    tail = float((np.clip(lengths - limit, 0, None) ** 2).sum() / (4 * SIGMA**2))
+    assert tail > 10.0 and np.linalg.norm(noised.numpy()[features.bonds[0]] - noised.numpy()[features.bonds[1]],
+                                          axis=1).max() < limit
+    added = (held.chain_energies(y) - free.chain_energies(y)).detach()
+    torch.testing.assert_close(added, torch.tensor([0.0, tail]), atol=1e-3, rtol=1e-5)
+    xhat = held(y)
+    torch.testing.assert_close(xhat, y - SIGMA**2 * gradient(held.energy, y), atol=1e-6, rtol=0)
+    n = len(x)
+    u = (stretched[j] - stretched[i]) / (stretched[j] - stretched[i]).norm()
+    assert float((xhat[n + j] - free(y)[n + j]) @ u) < -0.01  # pulled back along the bond
+    torch.testing.assert_close(xhat[:n], free(y)[:n], atol=1e-6, rtol=0)  # the noised chain feels nothing
+    # the training path (a batch) carries the same term
+    bonds = torch.as_tensor(features.bonds)
+    adjacency = torch.zeros(n, n, dtype=torch.bool)
+    adjacency[bonds[0], bonds[1]] = adjacency[bonds[1], bonds[0]] = True
+    args = (torch.as_tensor(features.element), torch.as_tensor(features.atom_name), torch.as_tensor(features.residue),
+            torch.zeros(n, dtype=torch.long), adjacency, 1)
+    torch.testing.assert_close(bounded.energy(stretched, *args)[0], held.chain_energies(y)[1], atol=1e-3, rtol=1e-5)
+    # kept by checkpoints and releases; a direct model has no energy to add it to
+    save_checkpoint(tmp_path / "b.pt", bounded)
+    assert load_checkpoint(tmp_path / "b.pt")[0].bond_limit == limit
+    assert export_denoiser(load_checkpoint(tmp_path / "b.pt")[0], topology).bond_limit == limit
+    from openmm_jamun.model.network import build_denoiser
+    with pytest.raises(ValueError, match="direct model has none"):
+        build_denoiser("direct", plain.config, SIGMA, 0.2, bond_limit=limit)
+
+
 def test_jump_of_chains_is_each_chain_alone(dipeptide):
     topology, x, _ = dipeptide
     denoiser = random_energy_denoiser()
@@ -278,6 +324,15 @@ def test_conservative_training_lowers_the_loss_fine_tunes_and_resumes(md_root, t
                             max_steps=14), progress=False)
     with pytest.raises(ValueError, match="parametrization must be one of"):
         _train_config(md_root, tmp_path / "bad", parametrization="score")
+    # bond_limit_nm is part of the run: another one is another run; a direct run has no E_θ to add it to
+    with pytest.raises(ValueError, match=r"bond_limit_nm: 0.0 -> 0.3"):
+        train(_train_config(md_root, tmp_path / "split", lr=1e-2, init_from=start, bond_limit_nm=0.3,
+                            max_steps=14), progress=False)
+    train(_train_config(md_root, tmp_path / "held", lr=1e-2, init_from=start, bond_limit_nm=0.3, max_steps=2),
+          progress=False)
+    assert torch.load(tmp_path / "held" / "checkpoint.pt", weights_only=True)["bond_limit_nm"] == 0.3
+    with pytest.raises(ValueError, match="needs parametrization 'energy'"):
+        _train_config(md_root, tmp_path / "bad", parametrization="direct", bond_limit_nm=0.3)
 
 
 def test_conservative_training_with_ddp(md_root, tmp_path):

@@ -15,8 +15,8 @@ from e3nn.util.jit import compile_mode
 
 from .contract import FORMAT_VERSION, load_denoiser
 from .featurize import ATOM_NAMES, ELEMENTS, RESIDUES, TopologyFeatures, featurize
-from .network import (Denoiser, EnergyDenoiser, NetworkConfig, build_denoiser, chain_edges, count_parameters,
-                      input_gradient, parametrization_of)
+from .network import (Denoiser, EnergyDenoiser, NetworkConfig, bond_stretch_energy, build_denoiser, chain_edges,
+                      count_parameters, input_gradient, parametrization_of)
 
 CHECKPOINT_FORMAT = "openmm-jamun-checkpoint-1"
 # key of a training checkpoint's exponential-moving-average weights (TrainConfig.ema_decay)
@@ -84,6 +84,11 @@ class ExportedEnergyDenoiser(ExportedDenoiser):
     def __init__(self, denoiser: EnergyDenoiser, features: TopologyFeatures, chains: int):
         super().__init__(denoiser, features, chains)
         self.jamun_kind = "energy"
+        self.bond_limit = float(denoiser.bond_limit)
+        bonds = torch.as_tensor(features.bonds, dtype=torch.long)  # [2, B] within one chain
+        offsets = (torch.arange(chains) * features.num_atoms).unsqueeze(1)  # [K, 1]: chain-major, like energies
+        self.register_buffer("bond_src", (offsets + bonds[0]).reshape(-1))
+        self.register_buffer("bond_dst", (offsets + bonds[1]).reshape(-1))
 
     @torch.jit.export
     def chain_energies(self, positions: torch.Tensor) -> torch.Tensor:
@@ -94,7 +99,12 @@ class ExportedEnergyDenoiser(ExportedDenoiser):
         g = self.denoiser.denoise_centered(yc.reshape(-1, 3), self.element, self.atom_name, self.residue,
                                            src, dst, bonded).reshape(self.num_chains, self.atoms_per_chain, 3)
         residual = g - g.mean(dim=1, keepdim=True) - yc  # g(y) − y
-        return (residual**2).sum(dim=(1, 2)) / (2.0 * self.sigma**2)
+        energies = (residual**2).sum(dim=(1, 2)) / (2.0 * self.sigma**2)
+        if self.bond_limit > 0.0:
+            stretch = bond_stretch_energy(yc.reshape(-1, 3), self.bond_src, self.bond_dst, self.bond_limit,
+                                          self.sigma)  # [K·B]
+            energies = energies + stretch.reshape(self.num_chains, -1).sum(dim=1)
+        return energies
 
     @torch.jit.export
     def energy(self, positions: torch.Tensor) -> torch.Tensor:
@@ -140,6 +150,7 @@ def save_checkpoint(path, denoiser: Denoiser, **extra) -> None:
         "parametrization": parametrization_of(denoiser),
         "sigma": denoiser.sigma,
         "average_squared_distance": denoiser.average_squared_distance,
+        "bond_limit_nm": getattr(denoiser, "bond_limit", 0.0),
         "state_dict": denoiser.state_dict(),
         "vocabulary": vocabulary(),
         **extra,
@@ -178,7 +189,8 @@ def load_checkpoint(path, averaged: bool = False, parametrization: str | None = 
         raise ValueError(f"{path} was trained with another feature vocabulary than this openmm-jamun's")
     kind = parametrization or record.get("parametrization", "direct")
     denoiser = build_denoiser(kind, NetworkConfig.from_dict(record["config"]), record["sigma"],
-                              record["average_squared_distance"])
+                              record["average_squared_distance"],
+                              record.get("bond_limit_nm", 0.0) if kind == "energy" else 0.0)
     denoiser.load_state_dict(record[EMA_STATE] if averaged and EMA_STATE in record else record["state_dict"])
     return denoiser, record
 
@@ -195,6 +207,7 @@ def write_release(checkpoint, model_path, card: dict) -> dict:
         "parametrization": parametrization_of(denoiser),
         "sigma_nm": denoiser.sigma,
         "average_squared_distance_nm2": denoiser.average_squared_distance,
+        "bond_limit_nm": getattr(denoiser, "bond_limit", 0.0),
         "parameters": count_parameters(denoiser),
         "config": denoiser.config.to_dict(),
         "vocabulary": vocabulary(),

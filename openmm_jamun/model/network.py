@@ -264,6 +264,14 @@ def input_gradient(energy: torch.Tensor, y: torch.Tensor, create_graph: bool) ->
     return grad
 
 
+def bond_stretch_energy(y: torch.Tensor, src: torch.Tensor, dst: torch.Tensor, limit: float,
+                        sigma: float) -> torch.Tensor:
+    """(r − limit)²/(4σ²) for each bond (src[i], dst[i]) of y longer than ``limit``, else 0 (kT)."""
+    # clamped below at the limit: no gradient (and no 0/0 at r = 0) where the term is 0
+    length = ((y[src] - y[dst]) ** 2).sum(dim=-1).clamp(min=limit**2).sqrt()
+    return (length - limit) ** 2 / (4.0 * sigma**2)
+
+
 @compile_mode("script")
 class EnergyDenoiser(Denoiser):
     """The conservative (energy-parametrised) denoiser of JAMUN: a scalar energy, in kT,
@@ -274,6 +282,17 @@ class EnergyDenoiser(Denoiser):
     g starts from a direct model's weights), and the jump x̂(y) = y − σ²∇_y E_θ(y) =
     g − J_gᵀ(g − y): the score −∇E_θ is a gradient field by construction.
 
+    With ``bond_limit`` L > 0 (nm) every covalent bond of y longer than L adds
+
+        (r − L)² / (4σ²)     (kT)
+
+    to E_θ: the Gaussian tail of a noised bond (the bond vector of y carries noise of variance
+    2σ² per component), held below the true tail by starting at L rather than at the bond's
+    length. Noised training data rarely reach it (L = 0.3 nm is ≥ 2 noise widths past every
+    heavy-atom bond), so the network learns the density as before; a walk that wanders past the
+    data, where the learned term alone goes flat (g follows y, J_g → I), is pulled back. 0 is
+    JAMUN's form unchanged.
+
     E_θ is invariant under rotations and translations of y (g is SE(3)-equivariant and
     translation-equivariant after centring) but not under a mirror (g is not E(3)).
     ``forward`` keeps :class:`Denoiser`'s signature and returns x̂, so the denoising loss is
@@ -281,6 +300,13 @@ class EnergyDenoiser(Denoiser):
     """
 
     parametrization = "energy"
+
+    def __init__(self, config: NetworkConfig, sigma: float, average_squared_distance: float,
+                 bond_limit: float = 0.0):
+        super().__init__(config, sigma, average_squared_distance)
+        if not bond_limit >= 0.0:
+            raise ValueError(f"bond_limit must be >= 0 nm (0: none); got {bond_limit}")
+        self.bond_limit = float(bond_limit)
 
     def energy(self, y: torch.Tensor, element: torch.Tensor, atom_name: torch.Tensor, residue: torch.Tensor,
                graph_index: torch.Tensor, bond_adjacency: torch.Tensor, num_graphs: int) -> torch.Tensor:
@@ -294,8 +320,13 @@ class EnergyDenoiser(Denoiser):
         g_mean = torch.zeros(num_graphs, 3, dtype=y.dtype, device=y.device).index_add(0, graph_index, g)
         residual = g - (g_mean / counts.unsqueeze(1))[graph_index] - yc  # g(y) − y
         per_atom = (residual**2).sum(-1)
-        return torch.zeros(num_graphs, dtype=y.dtype, device=y.device).index_add(
+        energy = torch.zeros(num_graphs, dtype=y.dtype, device=y.device).index_add(
             0, graph_index, per_atom) / (2.0 * self.sigma**2)
+        if self.bond_limit > 0.0:
+            pairs = torch.triu(bond_adjacency, diagonal=1).nonzero()
+            stretch = bond_stretch_energy(yc, pairs[:, 0], pairs[:, 1], self.bond_limit, self.sigma)
+            energy = energy.index_add(0, graph_index[pairs[:, 0]], stretch)
+        return energy
 
     def forward(self, y: torch.Tensor, element: torch.Tensor, atom_name: torch.Tensor, residue: torch.Tensor,
                 graph_index: torch.Tensor, bond_adjacency: torch.Tensor, num_graphs: int) -> torch.Tensor:
@@ -310,12 +341,15 @@ class EnergyDenoiser(Denoiser):
 
 
 def build_denoiser(parametrization: str, config: NetworkConfig, sigma: float,
-                   average_squared_distance: float) -> Denoiser:
-    """A fresh :class:`Denoiser` ("direct") or :class:`EnergyDenoiser` ("energy")."""
+                   average_squared_distance: float, bond_limit: float = 0.0) -> Denoiser:
+    """A fresh :class:`Denoiser` ("direct") or :class:`EnergyDenoiser` ("energy", with its
+    ``bond_limit``; a direct model has no energy to add it to)."""
     if parametrization == "direct":
+        if bond_limit:
+            raise ValueError("bond_limit is a term of an energy model's E_θ; a direct model has none")
         return Denoiser(config, sigma, average_squared_distance)
     if parametrization == "energy":
-        return EnergyDenoiser(config, sigma, average_squared_distance)
+        return EnergyDenoiser(config, sigma, average_squared_distance, bond_limit)
     raise ValueError(f"parametrization must be one of {PARAMETRIZATIONS}; got {parametrization!r}")
 
 

@@ -75,6 +75,10 @@ class TrainConfig:
     # restoring force fades (benchmarks/restoring_force.py). 0 (the default) is JAMUN's loss.
     stretch_fraction: float = 0.0
     stretch_nm: float = 0.3
+    # Energy models only: past this length (nm) a covalent bond of y adds (r − L)²/(4σ²) kT to E_θ,
+    # the noised bond's Gaussian tail, so the walk is pulled back where the data end
+    # (EnergyDenoiser). 0 (the default) is JAMUN's E = ‖g(y) − y‖²/2σ² alone.
+    bond_limit_nm: float = 0.0
 
     def __post_init__(self):
         for name in ("batch_size", "max_steps", "val_every", "val_batches", "checkpoint_every", "stride"):
@@ -97,6 +101,10 @@ class TrainConfig:
         if not 0.0 <= self.stretch_fraction <= 1.0 or not self.stretch_nm > 0.0:
             raise ValueError(f"stretch_fraction must lie in [0, 1] and stretch_nm be positive, not "
                              f"{self.stretch_fraction} and {self.stretch_nm}")
+        if not self.bond_limit_nm >= 0.0:
+            raise ValueError(f"bond_limit_nm must be >= 0 (0: none), not {self.bond_limit_nm}")
+        if self.bond_limit_nm and self.parametrization != "energy":
+            raise ValueError("bond_limit_nm is a term of an energy model's E_θ: it needs parametrization 'energy'")
 
     @classmethod
     def from_file(cls, path: str) -> "TrainConfig":
@@ -221,6 +229,8 @@ def _initial_weights(config: TrainConfig, network_config: NetworkConfig) -> tupl
         raise FileNotFoundError(f"init_from: no checkpoint at {config.init_from}")
     # the same weights in this run's parametrization (a direct g becomes E = ‖g − y‖²/2σ²)
     denoiser, record = load_checkpoint(config.init_from, averaged=True, parametrization=config.parametrization)
+    if config.parametrization == "energy":
+        denoiser.bond_limit = float(config.bond_limit_nm)  # this run's E_θ, whatever the start's was
     if config.model and denoiser.config.to_dict() != network_config.to_dict():
         raise ValueError(f"init_from {config.init_from}: its network {denoiser.config.to_dict()} differs from "
                          f"the config's model {network_config.to_dict()}; drop 'model' to take the checkpoint's")
@@ -236,9 +246,9 @@ def _initial_weights(config: TrainConfig, network_config: NetworkConfig) -> tupl
 #: e.g. max_steps, max_wall_s, val_every, threads, out, may change).
 RESUME_FIXED = ("data_root", "train", "val", "sigma", "lr", "lr_schedule", "lr_min", "lr_decay_start", "batch_size",
                 "balance", "stride", "seed", "align", "ema_decay", "init_from", "parametrization",
-                "stretch_fraction", "stretch_nm")
+                "stretch_fraction", "stretch_nm", "bond_limit_nm")
 #: What a checkpoint written before a RESUME_FIXED field existed ran with.
-RESUME_DEFAULTS = {"parametrization": "direct", "stretch_fraction": 0.0, "stretch_nm": 0.3}
+RESUME_DEFAULTS = {"parametrization": "direct", "stretch_fraction": 0.0, "stretch_nm": 0.3, "bond_limit_nm": 0.0}
 
 
 def _check_resume(config: TrainConfig, record: dict, network: Denoiser, world: int) -> None:
@@ -289,7 +299,7 @@ def train(config: TrainConfig, progress: bool = True) -> dict:
     else:
         torch.manual_seed(config.seed)
         A = average_squared_distance(train_set, network_config.cutoff)
-        denoiser = build_denoiser(config.parametrization, network_config, config.sigma, A)
+        denoiser = build_denoiser(config.parametrization, network_config, config.sigma, A, config.bond_limit_nm)
         record, start_step, best, wall_before = None, 0, math.inf, 0.0
     if abs(denoiser.sigma - config.sigma) > 1e-12:
         raise ValueError(f"checkpoint sigma {denoiser.sigma} differs from config sigma {config.sigma}")
