@@ -294,6 +294,35 @@ def test_first_loss_matches_the_skip_only_denoiser(md_root, tmp_path):
     assert loss == pytest.approx(expected, rel=0.15)
 
 
+def test_mirrored_examples_turn_every_centre_d_and_keep_its_bond(md_root, tmp_path):
+    """flip_fraction: each chosen graph's CB is reflected through its N-CA-C plane (L becomes D);
+    0 leaves the noise draws as they were."""
+    from openmm_jamun.data.dataset import FrameSampler
+    from openmm_jamun.model.featurize import ATOM_NAMES, RESIDUES
+    from openmm_jamun.train.trainer import center, noised_positions
+
+    batch = FrameSampler([load_peptide(str(md_root / "A"))], 0).sample(16)
+    x = center(batch.positions, batch.graph_index, batch.num_graphs)
+
+    def noised(**kw):  # σ small enough that noise never turns a centre over
+        return noised_positions(x, batch, 1e-4, torch.Generator().manual_seed(3), align=False, **kw)
+
+    def handedness(y):
+        ala = batch.residue == RESIDUES.index("ALA")  # the caps have an N and a C of their own
+        n, ca, c, cb = (y[(batch.atom_name == ATOM_NAMES.index(name)) & ala] for name in ("N", "CA", "C", "CB"))
+        return ((n - ca) * torch.linalg.cross(c - ca, cb - ca)).sum(-1), (cb - ca).norm(dim=-1)
+
+    plain = noised()
+    torch.testing.assert_close(noised(flip_fraction=0.0), plain, rtol=0, atol=0)
+    before, bond_before = handedness(plain)
+    after, bond_after = handedness(noised(flip_fraction=1.0))
+    assert len(before) == batch.num_graphs and (before > 0).all() and (after < 0).all()
+    torch.testing.assert_close(after, -before, rtol=1e-4, atol=1e-7)
+    torch.testing.assert_close(bond_after, bond_before, rtol=1e-5, atol=1e-7)
+    with pytest.raises(ValueError, match="flip_fraction"):
+        _config(md_root, tmp_path / "bad", flip_fraction=-0.1)
+
+
 def test_stretched_examples_move_one_atom_of_the_chosen_graphs(md_root, tmp_path):
     """stretch_fraction: the same σ-noise, plus one atom of each chosen graph moved up to stretch_nm."""
     from openmm_jamun.data.dataset import FrameSampler

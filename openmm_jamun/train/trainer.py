@@ -22,6 +22,7 @@ import torch
 
 from ..data.dataset import BALANCES, FrameSampler, GraphBatch, average_squared_distance, load_peptide
 from ..model.export import EMA_STATE, load_checkpoint, save_checkpoint
+from ..model.featurize import ATOM_NAMES
 from ..model.network import PARAMETRIZATIONS, Denoiser, NetworkConfig, build_denoiser, count_parameters
 from ..records import SettingsMismatchError, changed_settings
 
@@ -75,6 +76,11 @@ class TrainConfig:
     # restoring force fades (benchmarks/restoring_force.py). 0 (the default) is JAMUN's loss.
     stretch_fraction: float = 0.0
     stretch_nm: float = 0.3
+    # Mirrored centres: in this share of the graphs every CB of y is reflected through the plane of its
+    # residue's N, CA and C (a D centre); the target stays x, which is L. Noise alone gives such y
+    # almost never, so without them nothing teaches an energy model that D is uphill, and its walk
+    # turns centres over. 0 (the default) is JAMUN's loss.
+    flip_fraction: float = 0.0
     # Energy models only: past this length (nm) a covalent bond of y adds (r − L)²/(4σ²) kT to E_θ,
     # the noised bond's Gaussian tail, so the walk is pulled back where the data end
     # (EnergyDenoiser). 0 (the default) is JAMUN's E = ‖g(y) − y‖²/2σ² alone.
@@ -101,6 +107,8 @@ class TrainConfig:
         if not 0.0 <= self.stretch_fraction <= 1.0 or not self.stretch_nm > 0.0:
             raise ValueError(f"stretch_fraction must lie in [0, 1] and stretch_nm be positive, not "
                              f"{self.stretch_fraction} and {self.stretch_nm}")
+        if not 0.0 <= self.flip_fraction <= 1.0:
+            raise ValueError(f"flip_fraction must lie in [0, 1], not {self.flip_fraction}")
         if not self.bond_limit_nm >= 0.0:
             raise ValueError(f"bond_limit_nm must be >= 0 (0: none), not {self.bond_limit_nm}")
         if self.bond_limit_nm and self.parametrization != "energy":
@@ -159,10 +167,37 @@ def kabsch_align(y: torch.Tensor, x: torch.Tensor, graph_index: torch.Tensor, nu
     return torch.einsum("nij,nj->ni", R[graph_index], y)
 
 
+def mirror_centres(y: torch.Tensor, batch: GraphBatch, graphs: torch.Tensor) -> torch.Tensor:
+    """y with every CB of the chosen ``graphs`` ([num_graphs] bool) reflected through the plane of its
+    CA's N, CA and C: each L centre made D (Gly, with no CB, is left as it is)."""
+    names, adjacency = batch.atom_name, batch.bond_adjacency
+    index = {name: ATOM_NAMES.index(name) for name in ("N", "CA", "C", "CB")}
+    cb = ((names == index["CB"]) & graphs.to(names.device)[batch.graph_index]).nonzero().flatten()
+    if len(cb) == 0:
+        return y
+
+    def bonded(atoms, name):  # the neighbour of each of ``atoms`` called ``name``; -1 where none
+        hits = adjacency[atoms] & (names == index[name]).unsqueeze(0)
+        return torch.where(hits.any(dim=1), hits.float().argmax(dim=1), torch.full_like(atoms, -1))
+
+    ca = bonded(cb, "CA")
+    cb, ca = cb[ca >= 0], ca[ca >= 0]
+    n, c = bonded(ca, "N"), bonded(ca, "C")
+    keep = (n >= 0) & (c >= 0)
+    cb, ca, n, c = cb[keep], ca[keep], n[keep], c[keep]
+    normal = torch.linalg.cross(y[n] - y[ca], y[c] - y[ca])
+    normal = normal / normal.norm(dim=-1, keepdim=True)
+    y = y.clone()
+    y[cb] = y[cb] - 2.0 * ((y[cb] - y[ca]) * normal).sum(-1, keepdim=True) * normal
+    return y
+
+
 def noised_positions(x: torch.Tensor, batch: GraphBatch, sigma: float, generator: torch.Generator,
-                     align: bool = True, stretch_fraction: float = 0.0, stretch_nm: float = 0.3) -> torch.Tensor:
+                     align: bool = True, stretch_fraction: float = 0.0, stretch_nm: float = 0.3,
+                     flip_fraction: float = 0.0) -> torch.Tensor:
     """y = x + σε for centred clean positions x, centred and (``align``) Kabsch-aligned onto x; with
-    ``stretch_fraction``, that share of the graphs has one atom moved further (TrainConfig says why)."""
+    ``stretch_fraction``, that share of the graphs has one atom moved further, with ``flip_fraction``
+    that share has its CA centres mirrored (TrainConfig says why)."""
     y = x + sigma * torch.randn(x.shape, generator=generator).to(x.device)
     if stretch_fraction > 0.0:
         chosen = torch.rand(batch.num_graphs, generator=generator) < stretch_fraction
@@ -174,6 +209,8 @@ def noised_positions(x: torch.Tensor, batch: GraphBatch, sigma: float, generator
         length = stretch_nm * torch.rand(batch.num_graphs, 1, generator=generator, dtype=x.dtype)
         y = y.clone()
         y[atom[chosen].to(x.device)] += (direction * length)[chosen].to(x.device)
+    if flip_fraction > 0.0:  # drawn after the others: the same y as before for flip_fraction 0
+        y = mirror_centres(y, batch, torch.rand(batch.num_graphs, generator=generator) < flip_fraction)
     y = center(y, batch.graph_index, batch.num_graphs)
     if align:
         y = kabsch_align(y, x, batch.graph_index, batch.num_graphs)
@@ -181,11 +218,12 @@ def noised_positions(x: torch.Tensor, batch: GraphBatch, sigma: float, generator
 
 
 def denoising_loss(model, batch: GraphBatch, sigma: float, c_out: float, generator: torch.Generator,
-                   align: bool = True, stretch_fraction: float = 0.0, stretch_nm: float = 0.3) -> torch.Tensor:
+                   align: bool = True, stretch_fraction: float = 0.0, stretch_nm: float = 0.3,
+                   flip_fraction: float = 0.0) -> torch.Tensor:
     """Per-graph weighted loss ‖x̂(y) − x‖²/c_out² (sum over xyz, mean over atoms)."""
     x = center(batch.positions, batch.graph_index, batch.num_graphs)
     with torch.no_grad():
-        y = noised_positions(x, batch, sigma, generator, align, stretch_fraction, stretch_nm)
+        y = noised_positions(x, batch, sigma, generator, align, stretch_fraction, stretch_nm, flip_fraction)
     xhat = model(y, batch.element, batch.atom_name, batch.residue, batch.graph_index, batch.bond_adjacency,
                  batch.num_graphs)
     per_atom = ((xhat - x) ** 2).sum(-1)
@@ -246,9 +284,10 @@ def _initial_weights(config: TrainConfig, network_config: NetworkConfig) -> tupl
 #: e.g. max_steps, max_wall_s, val_every, threads, out, may change).
 RESUME_FIXED = ("data_root", "train", "val", "sigma", "lr", "lr_schedule", "lr_min", "lr_decay_start", "batch_size",
                 "balance", "stride", "seed", "align", "ema_decay", "init_from", "parametrization",
-                "stretch_fraction", "stretch_nm", "bond_limit_nm")
+                "stretch_fraction", "stretch_nm", "flip_fraction", "bond_limit_nm")
 #: What a checkpoint written before a RESUME_FIXED field existed ran with.
-RESUME_DEFAULTS = {"parametrization": "direct", "stretch_fraction": 0.0, "stretch_nm": 0.3, "bond_limit_nm": 0.0}
+RESUME_DEFAULTS = {"parametrization": "direct", "stretch_fraction": 0.0, "stretch_nm": 0.3, "flip_fraction": 0.0,
+                   "bond_limit_nm": 0.0}
 
 
 def _check_resume(config: TrainConfig, record: dict, network: Denoiser, world: int) -> None:
@@ -351,7 +390,8 @@ def train(config: TrainConfig, progress: bool = True) -> dict:
             sampler.generator = _generator(config.seed, rank, step, 0)
             batch = sampler.sample(per_rank_batch).to(config.device)
             loss = denoising_loss(model, batch, config.sigma, denoiser.c_out, _generator(config.seed, rank, step, 1),
-                                  config.align, config.stretch_fraction, config.stretch_nm).mean()
+                                  config.align, config.stretch_fraction, config.stretch_nm,
+                                  config.flip_fraction).mean()
             optimizer.zero_grad(set_to_none=True)
             for group in optimizer.param_groups:
                 group["lr"] = learning_rate(config, step)
