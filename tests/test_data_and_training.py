@@ -323,6 +323,41 @@ def test_mirrored_examples_turn_every_centre_d_and_keep_its_bond(md_root, tmp_pa
         _config(md_root, tmp_path / "bad", flip_fraction=-0.1)
 
 
+def test_twisted_examples_turn_one_atom_about_a_neighbouring_bond(md_root, tmp_path):
+    """twist_fraction: in each chosen graph one atom a moves, keeping its distance to a bonded
+    neighbour b and to b's other neighbour c (bond and angle kept); nothing else moves."""
+    from openmm_jamun.data.dataset import FrameSampler
+    from openmm_jamun.train.trainer import center, noised_positions
+
+    batch = FrameSampler([load_peptide(str(md_root / "A"))], 0).sample(16)
+    x = center(batch.positions, batch.graph_index, batch.num_graphs)
+
+    def noised(**kw):
+        return noised_positions(x, batch, 0.04, torch.Generator().manual_seed(3), align=False, **kw)
+
+    plain = noised()
+    torch.testing.assert_close(noised(twist_fraction=0.0), plain, rtol=0, atol=0)
+    twisted = noised(twist_fraction=1.0)
+    moved_graphs = 0
+    for graph in range(batch.num_graphs):
+        atoms = (batch.graph_index == graph).nonzero().flatten()
+        before, after = torch.cdist(plain[atoms], plain[atoms]), torch.cdist(twisted[atoms], twisted[atoms])
+        changed = (after - before).abs() > 1e-5
+        rows = changed.any(dim=1).nonzero().flatten()
+        if len(rows) == 0:
+            continue
+        moved_graphs += 1
+        a = int(changed.sum(dim=1).argmax())  # the one atom every changed distance involves
+        assert changed.sum() == 2 * changed[a].sum()
+        bonded = batch.bond_adjacency[atoms][:, atoms]
+        kept_bonds = [int(b) for b in bonded[a].nonzero().flatten() if not changed[a, b]]
+        assert kept_bonds and any(not changed[a, c] for b in kept_bonds for c in bonded[b].nonzero().flatten()
+                                  if int(c) != a)
+    assert moved_graphs >= batch.num_graphs // 2
+    with pytest.raises(ValueError, match="twist_fraction"):
+        _config(md_root, tmp_path / "bad", twist_fraction=2.0)
+
+
 def test_stretched_examples_move_one_atom_of_the_chosen_graphs(md_root, tmp_path):
     """stretch_fraction: the same σ-noise, plus one atom of each chosen graph moved up to stretch_nm."""
     from openmm_jamun.data.dataset import FrameSampler

@@ -81,6 +81,11 @@ class TrainConfig:
     # almost never, so without them nothing teaches an energy model that D is uphill, and its walk
     # turns centres over. 0 (the default) is JAMUN's loss.
     flip_fraction: float = 0.0
+    # Twisted examples: in this share of the graphs one random atom a of y is rotated by a random angle
+    # about the axis of a bond b–c next to it (b bonded to a): its bond and bond angle stay, the
+    # torsion or improper through them turns (a cis peptide bond, a turned-over centre, a rotamer
+    # past its barrier); the target stays x. 0 (the default) is JAMUN's loss.
+    twist_fraction: float = 0.0
     # Energy models only: past this length (nm) a covalent bond of y adds (r − L)²/(4σ²) kT to E_θ,
     # the noised bond's Gaussian tail, so the walk is pulled back where the data end
     # (EnergyDenoiser). 0 (the default) is JAMUN's E = ‖g(y) − y‖²/2σ² alone.
@@ -109,6 +114,8 @@ class TrainConfig:
                              f"{self.stretch_fraction} and {self.stretch_nm}")
         if not 0.0 <= self.flip_fraction <= 1.0:
             raise ValueError(f"flip_fraction must lie in [0, 1], not {self.flip_fraction}")
+        if not 0.0 <= self.twist_fraction <= 1.0:
+            raise ValueError(f"twist_fraction must lie in [0, 1], not {self.twist_fraction}")
         if not self.bond_limit_nm >= 0.0:
             raise ValueError(f"bond_limit_nm must be >= 0 (0: none), not {self.bond_limit_nm}")
         if self.bond_limit_nm and self.parametrization != "energy":
@@ -192,12 +199,40 @@ def mirror_centres(y: torch.Tensor, batch: GraphBatch, graphs: torch.Tensor) -> 
     return y
 
 
+def twist_atoms(y: torch.Tensor, batch: GraphBatch, graphs: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """y with, in each of the chosen ``graphs``, one random atom a rotated by a random angle in
+    [−π, π) about the axis through its random neighbour b along a random other neighbour c of b."""
+    adjacency = batch.bond_adjacency.cpu()
+    y = y.clone()
+    for graph in graphs.nonzero().flatten().tolist():
+        atoms = (batch.graph_index.cpu() == graph).nonzero().flatten()
+        draws = torch.rand(4, generator=generator)
+        a = int(atoms[min(int(draws[0] * len(atoms)), len(atoms) - 1)])
+        neighbours = adjacency[a].nonzero().flatten()
+        if len(neighbours) == 0:
+            continue
+        b = int(neighbours[min(int(draws[1] * len(neighbours)), len(neighbours) - 1)])
+        others = [int(c) for c in adjacency[b].nonzero().flatten() if int(c) != a]
+        if not others:
+            continue
+        c = others[min(int(draws[2] * len(others)), len(others) - 1)]
+        axis = y[b] - y[c]
+        axis = axis / axis.norm()
+        angle = (2.0 * float(draws[3]) - 1.0) * math.pi
+        v = y[a] - y[b]  # Rodrigues' rotation of v about the axis
+        v = (v * math.cos(angle) + torch.linalg.cross(axis, v) * math.sin(angle)
+             + axis * (axis @ v) * (1.0 - math.cos(angle)))
+        y[a] = y[b] + v
+    return y
+
+
 def noised_positions(x: torch.Tensor, batch: GraphBatch, sigma: float, generator: torch.Generator,
                      align: bool = True, stretch_fraction: float = 0.0, stretch_nm: float = 0.3,
-                     flip_fraction: float = 0.0) -> torch.Tensor:
+                     flip_fraction: float = 0.0, twist_fraction: float = 0.0) -> torch.Tensor:
     """y = x + σε for centred clean positions x, centred and (``align``) Kabsch-aligned onto x; with
     ``stretch_fraction``, that share of the graphs has one atom moved further, with ``flip_fraction``
-    that share has its CA centres mirrored (TrainConfig says why)."""
+    that share has its CA centres mirrored, with ``twist_fraction`` one atom turned about a bond next
+    to it (TrainConfig says why)."""
     y = x + sigma * torch.randn(x.shape, generator=generator).to(x.device)
     if stretch_fraction > 0.0:
         chosen = torch.rand(batch.num_graphs, generator=generator) < stretch_fraction
@@ -211,6 +246,8 @@ def noised_positions(x: torch.Tensor, batch: GraphBatch, sigma: float, generator
         y[atom[chosen].to(x.device)] += (direction * length)[chosen].to(x.device)
     if flip_fraction > 0.0:  # drawn after the others: the same y as before for flip_fraction 0
         y = mirror_centres(y, batch, torch.rand(batch.num_graphs, generator=generator) < flip_fraction)
+    if twist_fraction > 0.0:
+        y = twist_atoms(y, batch, torch.rand(batch.num_graphs, generator=generator) < twist_fraction, generator)
     y = center(y, batch.graph_index, batch.num_graphs)
     if align:
         y = kabsch_align(y, x, batch.graph_index, batch.num_graphs)
@@ -219,11 +256,12 @@ def noised_positions(x: torch.Tensor, batch: GraphBatch, sigma: float, generator
 
 def denoising_loss(model, batch: GraphBatch, sigma: float, c_out: float, generator: torch.Generator,
                    align: bool = True, stretch_fraction: float = 0.0, stretch_nm: float = 0.3,
-                   flip_fraction: float = 0.0) -> torch.Tensor:
+                   flip_fraction: float = 0.0, twist_fraction: float = 0.0) -> torch.Tensor:
     """Per-graph weighted loss ‖x̂(y) − x‖²/c_out² (sum over xyz, mean over atoms)."""
     x = center(batch.positions, batch.graph_index, batch.num_graphs)
     with torch.no_grad():
-        y = noised_positions(x, batch, sigma, generator, align, stretch_fraction, stretch_nm, flip_fraction)
+        y = noised_positions(x, batch, sigma, generator, align, stretch_fraction, stretch_nm, flip_fraction,
+                             twist_fraction)
     xhat = model(y, batch.element, batch.atom_name, batch.residue, batch.graph_index, batch.bond_adjacency,
                  batch.num_graphs)
     per_atom = ((xhat - x) ** 2).sum(-1)
@@ -284,10 +322,11 @@ def _initial_weights(config: TrainConfig, network_config: NetworkConfig) -> tupl
 #: e.g. max_steps, max_wall_s, val_every, threads, out, may change).
 RESUME_FIXED = ("data_root", "train", "val", "sigma", "lr", "lr_schedule", "lr_min", "lr_decay_start", "batch_size",
                 "balance", "stride", "seed", "align", "ema_decay", "init_from", "parametrization",
-                "stretch_fraction", "stretch_nm", "flip_fraction", "bond_limit_nm")
+                "stretch_fraction", "stretch_nm", "flip_fraction", "twist_fraction",
+                "bond_limit_nm")
 #: What a checkpoint written before a RESUME_FIXED field existed ran with.
 RESUME_DEFAULTS = {"parametrization": "direct", "stretch_fraction": 0.0, "stretch_nm": 0.3, "flip_fraction": 0.0,
-                   "bond_limit_nm": 0.0}
+                   "twist_fraction": 0.0, "bond_limit_nm": 0.0}
 
 
 def _check_resume(config: TrainConfig, record: dict, network: Denoiser, world: int) -> None:
@@ -391,7 +430,7 @@ def train(config: TrainConfig, progress: bool = True) -> dict:
             batch = sampler.sample(per_rank_batch).to(config.device)
             loss = denoising_loss(model, batch, config.sigma, denoiser.c_out, _generator(config.seed, rank, step, 1),
                                   config.align, config.stretch_fraction, config.stretch_nm,
-                                  config.flip_fraction).mean()
+                                  config.flip_fraction, config.twist_fraction).mean()
             optimizer.zero_grad(set_to_none=True)
             for group in optimizer.param_groups:
                 group["lr"] = learning_rate(config, step)
