@@ -319,6 +319,26 @@ def test_mirrored_examples_turn_every_centre_d_and_keep_its_bond(md_root, tmp_pa
     assert len(before) == batch.num_graphs and (before > 0).all() and (after < 0).all()
     torch.testing.assert_close(after, -before, rtol=1e-4, atol=1e-7)
     torch.testing.assert_close(bond_after, bond_before, rtol=1e-5, atol=1e-7)
+    rest = batch.atom_name != ATOM_NAMES.index("CB")  # the rest of the molecule is where it was
+    flipped = noised(flip_fraction=1.0)
+    for graph in range(batch.num_graphs):  # (each graph is centred on its own)
+        atoms = rest & (batch.graph_index == graph)
+        torch.testing.assert_close(torch.cdist(flipped[atoms], flipped[atoms]), torch.cdist(plain[atoms], plain[atoms]),
+                                   rtol=1e-5, atol=1e-6)
+    # a longer side chain turns over whole: Ser's OG keeps its distances to CB and CA
+    batch = FrameSampler([load_peptide(str(md_root / "uGAS"))], 0).sample(4)
+    x = center(batch.positions, batch.graph_index, batch.num_graphs)
+    ser = batch.residue == RESIDUES.index("SER")
+    pick = {name: (batch.atom_name == ATOM_NAMES.index(name)) & ser for name in ("N", "CA", "C", "CB", "OG")}
+    for sign, y in ((1.0, noised()), (-1.0, noised(flip_fraction=1.0))):
+        n, ca, c, cb, og = (y[pick[name]] for name in ("N", "CA", "C", "CB", "OG"))
+        assert len(og) == 4
+        torch.testing.assert_close((og - cb).norm(dim=-1), (x[pick["OG"]] - x[pick["CB"]]).norm(dim=-1),
+                                   rtol=0, atol=1e-3)
+        torch.testing.assert_close((og - ca).norm(dim=-1), (x[pick["OG"]] - x[pick["CA"]]).norm(dim=-1),
+                                   rtol=0, atol=1e-3)
+        volumes = ((n - ca) * torch.linalg.cross(c - ca, cb - ca)).sum(-1)
+        assert (sign * volumes > 0).all()
     with pytest.raises(ValueError, match="flip_fraction"):
         _config(md_root, tmp_path / "bad", flip_fraction=-0.1)
 

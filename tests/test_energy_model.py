@@ -99,13 +99,14 @@ def test_bond_limit_adds_the_noised_bond_tail_past_the_limit(dipeptide, tmp_path
     u = (stretched[j] - stretched[i]) / (stretched[j] - stretched[i]).norm()
     assert float((xhat[n + j] - free(y)[n + j]) @ u) < -0.01  # pulled back along the bond
     torch.testing.assert_close(xhat[:n], free(y)[:n], atol=1e-6, rtol=0)  # the noised chain feels nothing
-    # the training path (a batch) carries the same term
+    # the training path (a batch of both molecules) carries the same term, each on its own molecule
     bonds = torch.as_tensor(features.bonds)
-    adjacency = torch.zeros(n, n, dtype=torch.bool)
-    adjacency[bonds[0], bonds[1]] = adjacency[bonds[1], bonds[0]] = True
-    args = (torch.as_tensor(features.element), torch.as_tensor(features.atom_name), torch.as_tensor(features.residue),
-            torch.zeros(n, dtype=torch.long), adjacency, 1)
-    torch.testing.assert_close(bounded.energy(stretched, *args)[0], held.chain_energies(y)[1], atol=1e-3, rtol=1e-5)
+    adjacency = torch.zeros(2 * n, 2 * n, dtype=torch.bool)
+    for first in (0, n):
+        adjacency[first + bonds[0], first + bonds[1]] = adjacency[first + bonds[1], first + bonds[0]] = True
+    args = (torch.as_tensor(features.element).repeat(2), torch.as_tensor(features.atom_name).repeat(2),
+            torch.as_tensor(features.residue).repeat(2), torch.arange(2).repeat_interleave(n), adjacency, 2)
+    torch.testing.assert_close(bounded.energy(y, *args), held.chain_energies(y), atol=1e-3, rtol=1e-5)
     # kept by checkpoints and releases; a direct model has no energy to add it to
     save_checkpoint(tmp_path / "b.pt", bounded)
     assert load_checkpoint(tmp_path / "b.pt")[0].bond_limit == limit

@@ -89,6 +89,7 @@ class ExportedEnergyDenoiser(ExportedDenoiser):
         offsets = (torch.arange(chains) * features.num_atoms).unsqueeze(1)  # [K, 1]: chain-major, like energies
         self.register_buffer("bond_src", (offsets + bonds[0]).reshape(-1))
         self.register_buffer("bond_dst", (offsets + bonds[1]).reshape(-1))
+        self.bonds_per_chain = int(bonds.shape[1])
 
     @torch.jit.export
     def chain_energies(self, positions: torch.Tensor) -> torch.Tensor:
@@ -103,7 +104,7 @@ class ExportedEnergyDenoiser(ExportedDenoiser):
         if self.bond_limit > 0.0:
             stretch = bond_stretch_energy(yc.reshape(-1, 3), self.bond_src, self.bond_dst, self.bond_limit,
                                           self.sigma)  # [K·B]
-            energies = energies + stretch.reshape(self.num_chains, -1).sum(dim=1)
+            energies = energies + stretch.reshape(self.num_chains, self.bonds_per_chain).sum(dim=1)
         return energies
 
     @torch.jit.export

@@ -76,15 +76,15 @@ class TrainConfig:
     # restoring force fades (benchmarks/restoring_force.py). 0 (the default) is JAMUN's loss.
     stretch_fraction: float = 0.0
     stretch_nm: float = 0.3
-    # Mirrored centres: in this share of the graphs every CB of y is reflected through the plane of its
-    # residue's N, CA and C (a D centre); the target stays x, which is L. Noise alone gives such y
+    # Mirrored centres: in this share of the graphs every side chain of y (CB onwards; not Pro) is
+    # reflected through the plane of its residue's N, CA and C (a D centre); the target stays x, which is L. Noise alone gives such y
     # almost never, so without them nothing teaches an energy model that D is uphill, and its walk
     # turns centres over. 0 (the default) is JAMUN's loss.
     flip_fraction: float = 0.0
     # Twisted examples: in this share of the graphs one random atom a of y is rotated by a random angle
-    # about the axis of a bond b–c next to it (b bonded to a): its bond and bond angle stay, the
-    # torsion or improper through them turns (a cis peptide bond, a turned-over centre, a rotamer
-    # past its barrier); the target stays x. 0 (the default) is JAMUN's loss.
+    # about the axis of a bond b–c next to it (b bonded to a): the bond a–b and the angle a–b–c stay,
+    # the torsions and the improper through them turn, and a's other bonds (if any) stretch, as in
+    # stretch_fraction; only a moves. The target stays x. 0 (the default) is JAMUN's loss.
     twist_fraction: float = 0.0
     # Energy models only: past this length (nm) a covalent bond of y adds (r − L)²/(4σ²) kT to E_θ,
     # the noised bond's Gaussian tail, so the walk is pulled back where the data end
@@ -174,9 +174,22 @@ def kabsch_align(y: torch.Tensor, x: torch.Tensor, graph_index: torch.Tensor, nu
     return torch.einsum("nij,nj->ni", R[graph_index], y)
 
 
+def _side_chain(adjacency: torch.Tensor, cb: int, ca: int) -> list[int]:
+    """The atoms reachable from ``cb`` without passing through ``ca`` (CB and the rest of its side chain)."""
+    seen, todo = {cb}, [cb]
+    while todo:
+        for atom in adjacency[todo.pop()].nonzero().flatten().tolist():
+            if atom != ca and atom not in seen:
+                seen.add(atom)
+                todo.append(atom)
+    return sorted(seen)
+
+
 def mirror_centres(y: torch.Tensor, batch: GraphBatch, graphs: torch.Tensor) -> torch.Tensor:
-    """y with every CB of the chosen ``graphs`` ([num_graphs] bool) reflected through the plane of its
-    CA's N, CA and C: each L centre made D (Gly, with no CB, is left as it is)."""
+    """y with the side chain of every residue of the chosen ``graphs`` ([num_graphs] bool) reflected
+    through the plane of its N, CA and C: each L centre made D with the side chain's own geometry
+    kept. Gly (no CB) and Pro (its ring closes on N, so no reflection keeps it whole) are left as
+    they are."""
     names, adjacency = batch.atom_name, batch.bond_adjacency
     index = {name: ATOM_NAMES.index(name) for name in ("N", "CA", "C", "CB")}
     cb = ((names == index["CB"]) & graphs.to(names.device)[batch.graph_index]).nonzero().flatten()
@@ -194,8 +207,14 @@ def mirror_centres(y: torch.Tensor, batch: GraphBatch, graphs: torch.Tensor) -> 
     cb, ca, n, c = cb[keep], ca[keep], n[keep], c[keep]
     normal = torch.linalg.cross(y[n] - y[ca], y[c] - y[ca])
     normal = normal / normal.norm(dim=-1, keepdim=True)
+    cpu_adjacency = adjacency.cpu()
     y = y.clone()
-    y[cb] = y[cb] - 2.0 * ((y[cb] - y[ca]) * normal).sum(-1, keepdim=True) * normal
+    for k in range(len(cb)):
+        side = _side_chain(cpu_adjacency, int(cb[k]), int(ca[k]))
+        if int(n[k]) in side:  # proline
+            continue
+        atoms = torch.as_tensor(side, device=y.device)
+        y[atoms] = y[atoms] - 2.0 * ((y[atoms] - y[ca[k]]) @ normal[k]).unsqueeze(-1) * normal[k]
     return y
 
 
