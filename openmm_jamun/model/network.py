@@ -289,9 +289,9 @@ class EnergyDenoiser(Denoiser):
     to E_θ: the Gaussian tail of a noised bond (the bond vector of y carries noise of variance
     2σ² per component), held below the true tail by starting at L rather than at the bond's
     length. Noised training data rarely reach it (L = 0.3 nm is ≥ 2 noise widths σ√2 past every
-    heavy-atom bond of the standard residues, the C–S bond included), so the network learns the density as before; a walk that wanders past the
-    data, where the learned term alone goes flat (g follows y, J_g → I), is pulled back. 0 is
-    JAMUN's form unchanged.
+    heavy-atom bond of the standard residues, the C–S bond included), so the network learns the
+    density as before; a walk that wanders past the data, where the learned term alone goes flat
+    (g follows y, J_g → I), is pulled back. 0 is JAMUN's form unchanged.
 
     E_θ is invariant under rotations and translations of y (g is SE(3)-equivariant and
     translation-equivariant after centring) but not under a mirror (g is not E(3)).

@@ -77,9 +77,9 @@ class TrainConfig:
     stretch_fraction: float = 0.0
     stretch_nm: float = 0.3
     # Mirrored centres: in this share of the graphs every side chain of y (CB onwards; not Pro) is
-    # reflected through the plane of its residue's N, CA and C (a D centre); the target stays x, which is L. Noise alone gives such y
-    # almost never, so without them nothing teaches an energy model that D is uphill, and its walk
-    # turns centres over. 0 (the default) is JAMUN's loss.
+    # reflected through the plane of its residue's N, CA and C (a D centre); the target stays x, which
+    # is L. Noise alone almost never gives such y, so without them nothing teaches an energy model
+    # that D is uphill, and its walk turns centres over. 0 (the default) is JAMUN's loss.
     flip_fraction: float = 0.0
     # Twisted examples: in this share of the graphs one random atom a of y is rotated by a random angle
     # about the axis of a bond b–c next to it (b bonded to a): the bond a–b and the angle a–b–c stay,
@@ -221,20 +221,23 @@ def mirror_centres(y: torch.Tensor, batch: GraphBatch, graphs: torch.Tensor) -> 
 def twist_atoms(y: torch.Tensor, batch: GraphBatch, graphs: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
     """y with, in each of the chosen ``graphs``, one random atom a rotated by a random angle in
     [−π, π) about the axis through its random neighbour b along a random other neighbour c of b."""
-    adjacency = batch.bond_adjacency.cpu()
+    adjacency, graph_index = batch.bond_adjacency.cpu(), batch.graph_index.cpu()
+
+    def pick(options: list[int], draw: torch.Tensor) -> int:  # one of ``options``, by a draw in [0, 1)
+        return options[min(int(draw * len(options)), len(options) - 1)]
+
     y = y.clone()
     for graph in graphs.nonzero().flatten().tolist():
-        atoms = (batch.graph_index.cpu() == graph).nonzero().flatten()
         draws = torch.rand(4, generator=generator)
-        a = int(atoms[min(int(draws[0] * len(atoms)), len(atoms) - 1)])
-        neighbours = adjacency[a].nonzero().flatten()
-        if len(neighbours) == 0:
+        a = pick((graph_index == graph).nonzero().flatten().tolist(), draws[0])
+        neighbours = adjacency[a].nonzero().flatten().tolist()
+        if not neighbours:
             continue
-        b = int(neighbours[min(int(draws[1] * len(neighbours)), len(neighbours) - 1)])
-        others = [int(c) for c in adjacency[b].nonzero().flatten() if int(c) != a]
+        b = pick(neighbours, draws[1])
+        others = [c for c in adjacency[b].nonzero().flatten().tolist() if c != a]
         if not others:
             continue
-        c = others[min(int(draws[2] * len(others)), len(others) - 1)]
+        c = pick(others, draws[2])
         axis = y[b] - y[c]
         axis = axis / axis.norm()
         angle = (2.0 * float(draws[3]) - 1.0) * math.pi
