@@ -1,7 +1,7 @@
 """Evaluate a model on unseen peptides: walk-jump samples against reference MD, and the jump alone.
 
 For each peptide: ``jamun sample --raw`` (K chains, N steps, seed 0, one thread; ``--metropolis`` for
-the Metropolis-exact walk of an energy model), ``jamun relax`` of its
+the Metropolis-exact walk of an energy model, ``--timestep`` for another step), ``jamun relax`` of its
 samples (vacuum amber14, batches of 64, one thread), then ``jamun analyze``
 against the peptide's reference MD with ``--model`` (which also jumps σ-noised reference frames: the
 denoiser's error apart from the walk's). Prints the model card's Markdown tables and writes every
@@ -15,7 +15,7 @@ time, over the walk's wall time), and the φ/ψ basin populations (αR, β/PPII,
 reference with their largest difference.
 
     python benchmarks/evaluate_model.py --references references/capped_2aa --out runs/eval \\
-        [--model default] [--metropolis] [--peptides AA VD QW YF] [--chains 8] [--steps 10000]
+        [--model default] [--metropolis] [--timestep PS] [--peptides AA VD QW YF] [--chains 8] [--steps 10000]
 
 References are ``jamun md`` directories named by sequence (``references/capped_2aa`` in the
 repository holds those of the model card). JS distances are in base e, as the JAMUN paper's.
@@ -27,9 +27,12 @@ import sys
 import time
 import warnings
 
+from pathlib import Path
+
 import numpy as np
 
 from openmm_jamun.analysis.report import analyze, load_heavy
+from openmm_jamun.model.registry import resolve_model
 from openmm_jamun.records import read_json, write_json
 from openmm_jamun.relax_run import relax_samples, relaxation_is_current
 from openmm_jamun.sample import run_sampling
@@ -40,14 +43,17 @@ from common import BASIN_NAMES, basins  # noqa: E402
 
 def sample(peptide, out, args):
     run = os.path.join(out, "run.json")
-    if os.path.isfile(run) and read_json(run).get("steps_done") == args.steps \
-            and bool(read_json(run).get("metropolis")) == args.metropolis:
-        return read_json(run)
+    if os.path.isfile(run):
+        record = read_json(run)
+        same_model = resolve_model(args.model).resolve() == Path(record["model"]).resolve()
+        if same_model and (record.get("chains"), record.get("steps_done"), bool(record.get("metropolis")),
+                           record.get("timestep_ps")) == (args.chains, args.steps, args.metropolis, args.timestep):
+            return record  # this evaluation's walk, finished before
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         return run_sampling(peptide, out, model=args.model, steps=args.steps, chains=args.chains, seed=0,
                             threads=1, progress=False, overwrite=True, relax=False,
-                            metropolis=args.metropolis or None)
+                            metropolis=args.metropolis or None, timestep_ps=args.timestep)
 
 
 def basin_populations(run_dir, reference) -> dict:
@@ -156,6 +162,9 @@ def main():
     parser.add_argument("--out", required=True)
     parser.add_argument("--model", default="default")
     parser.add_argument("--metropolis", action="store_true", help="the Metropolis-exact walk (energy models)")
+    parser.add_argument("--timestep", type=float, default=None,
+                        help="the walk's step in ps (default: JAMUN's δ = σ, 0.04 ps); a Metropolis walk of "
+                             "several chains needs a fraction of it")
     parser.add_argument("--peptides", nargs="+", default=["AA", "VD", "QW", "YF"])
     parser.add_argument("--chains", type=int, default=8)
     parser.add_argument("--steps", type=int, default=10000)
@@ -176,15 +185,19 @@ def main():
             relax_samples(out, threads=1, progress=False, restart=args.relax_again or stale)
             run = read_json(os.path.join(out, "run.json"))
         analysis = os.path.join(out, "analysis", "analysis.json")
-        if os.path.isfile(analysis) and os.path.getmtime(analysis) > os.path.getmtime(os.path.join(out, "run.json")):
-            result = read_json(analysis)  # this run's analysis, finished before an interruption
+        inputs = [os.path.join(out, "run.json")] + [os.path.join(reference, name) for name in ("md.json", "traj.xtc")]
+        if os.path.isfile(analysis) and os.path.getmtime(analysis) > max(map(os.path.getmtime, inputs)):
+            # this run's analysis against this reference, finished before an interruption (an extended
+            # reference or a new run is analysed again)
+            result = read_json(analysis)
         else:
             result = analyze(out, reference, os.path.join(out, "analysis"), model=args.model)
         rows[peptide] = figures(run, result, read_json(os.path.join(reference, "md.json"))["length_ns"],
                                 basin_populations(out, reference))
         print(f"{peptide}: done ({time.time() - start:.0f} s)", flush=True)
     write_json(os.path.join(args.out, "evaluation.json"),
-               {"model": args.model, "metropolis": args.metropolis, "chains": args.chains, "steps": args.steps,
+               {"model": args.model, "metropolis": args.metropolis, "timestep_ps": args.timestep,
+                "chains": args.chains, "steps": args.steps,
                 "jsd_base": "e", "peptides": rows})
     print_tables(rows)
 
