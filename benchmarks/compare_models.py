@@ -20,6 +20,8 @@ COLUMNS = [("backbone JSD", "backbone_jsd", "{:.3f}"), ("side-chain JSD", "sidec
            ("φ/ψ JSD (2-D)", "phi_psi_jsd_2d", "{:.3f}"), ("jump backbone JSD", "jump_backbone_jsd", "{:.3f}"),
            ("walk minus jump", "walk_minus_jump_backbone_jsd", "{:.3f}"),
            ("largest φ/ψ basin error", "largest_basin_error", "{:.1%}"),
+           ("raw frames fell apart", "fell_apart_fraction", "{:.1%}"), ("raw D centre", "d_centre_fraction", "{:.1%}"),
+           ("raw ω out of trans", "non_trans_fraction", "{:.1%}"), ("relaxed valid", "relaxed_valid_fraction", "{:.1%}"),
            ("walk ms/step", "walk_ms_per_step", "{:.0f}"), ("acceptance", "acceptance_rate", "{:.1%}"),
            ("independent samples per walk s", "independent_samples_per_walk_s", "{:.2f}"),
            ("score asymmetry", "score_asymmetry", "{:.3f}")]
@@ -48,7 +50,9 @@ def main():
             values = [value for value in values if value is not None]
             cells.append(form.format(float(np.mean(values))) if values else "n/a")
         walk = "Metropolis" if record.get("metropolis") else "plain"
-        print(f"| {os.path.basename(record['model']) or record['model']} | {walk} | "
+        if record.get("timestep_ps"):
+            walk += f", step {record['timestep_ps']} ps"
+        print(f"| {record['model']} | {walk} | "
               f"{record['steps']} × {record['chains']} | " + " | ".join(cells) + " |")
 
 

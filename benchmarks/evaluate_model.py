@@ -89,6 +89,10 @@ def figures(run, result, reference_ns, populations) -> dict:
         "jump_backbone_jsd": jump["torsions"]["mean_backbone_1d"],
         "walk_minus_jump_backbone_jsd": torsions["mean_backbone_1d"] - jump["torsions"]["mean_backbone_1d"],
         "valid_fraction": result["validity"]["valid_fraction"],
+        # the raw jumps' chemistry: molecules that fell apart, D centres, non-trans peptide bonds
+        "fell_apart_fraction": result["validity"]["fell_apart_fraction"],
+        "d_centre_fraction": result["validity"]["failing_fraction"]["chirality"],
+        "non_trans_fraction": result["validity"]["failing_fraction"]["peptide_bonds"],
         "relaxed_valid_fraction": result["relaxed"]["validity"]["valid_fraction"],
         "relaxed_backbone_jsd": result["relaxed"]["torsions"]["mean_backbone_1d"],
         "relaxation_s_per_walk_s": run["relaxation"]["wall_time_s"] / run["wall_time_s"],
