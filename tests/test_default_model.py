@@ -180,3 +180,32 @@ def test_uncapped_peptides_are_flagged_and_sampled_without_a_plot(tmp_path):
     record = json.loads((tmp_path / "u" / "run.json").read_text())
     assert record["frames"] == 2 and record["validity"]["frames"] == 2 and record["ramachandran"] is None
     assert not (tmp_path / "u" / "ramachandran.png").exists()
+
+
+def test_shipped_energy_model_is_selectable_by_name(tmp_path):
+    """capped_2aa_energy: the conservative fine-tune, shipped beside the default and chosen by name.
+    Its export reports an energy whose gradient is the jump, with the card's bond tail, and a
+    Metropolis run records its acceptance."""
+    path = resolve_model("capped_2aa_energy")
+    denoiser, record = load_checkpoint(path)
+    card = model_card(path)
+    assert path.parent == PACKAGE_MODELS_DIR and path.stat().st_size < 5 * 2**20
+    assert card["parametrization"] == record["parametrization"] == "energy"
+    assert card["bond_limit_nm"] == denoiser.bond_limit == 0.3
+    assert card["parameters"] == count_parameters(denoiser) and UNSEEN not in card["train"]
+    for key in ("training_time_s", "hardware", "evaluation"):
+        assert key in card, key
+    topology, positions = build_peptide(UNSEEN)
+    module = export_denoiser(denoiser, topology)
+    from openmm_jamun.model.featurize import featurize
+
+    heavy = positions.value_in_unit(openmm.unit.nanometer)[featurize(topology).atom_indices]
+    y = torch.tensor(heavy, dtype=torch.float32)
+    y = (y + 0.04 * torch.randn(y.shape, generator=torch.Generator().manual_seed(0))).requires_grad_(True)
+    (grad,) = torch.autograd.grad(module.energy(y), y)
+    assert torch.allclose(module(y.detach()), y.detach() - 0.04**2 * grad, atol=1e-5)
+    out = tmp_path / "aa"
+    assert main(["sample", UNSEEN, "--model", "capped_2aa_energy", "--metropolis", "--timestep", "0.01",
+                 "--steps", "20", "--chains", "2", "--raw", "--out", str(out), "--quiet"]) == 0
+    run = json.loads((out / "run.json").read_text())
+    assert run["metropolis"] and run["acceptance"]["proposed"] == 20 and 0 < run["acceptance"]["rate"] <= 1

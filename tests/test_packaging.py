@@ -23,8 +23,9 @@ def test_wheel_holds_the_default_model_and_finds_it_when_installed(tmp_path):
     assert build.returncode == 0, build.stderr[-3000:]
     wheel = next((tmp_path / "dist").glob("openmm_jamun-*.whl"))
     names = set(zipfile.ZipFile(wheel).namelist())
-    for name in ("openmm_jamun/py.typed", "openmm_jamun/models/capped_2aa.pt", "openmm_jamun/models/capped_2aa.json",
-                 "openmm_jamun/models/capped_2aa.md"):
+    models = [f"openmm_jamun/models/{name}{suffix}" for name in ("capped_2aa", "capped_2aa_energy")
+              for suffix in (".pt", ".json", ".md")]
+    for name in ["openmm_jamun/py.typed"] + models:
         assert name in names, name
     site = tmp_path / "site"
     install = subprocess.run([sys.executable, "-m", "pip", "install", "--no-deps", "-q", "--target", str(site),
