@@ -14,6 +14,7 @@ import openmm_jamun as oj
 from openmm_jamun.cli import main
 from openmm_jamun.data.build import build_peptide
 from openmm_jamun.model.contract import FORMAT_VERSION
+from openmm_jamun.model.featurize import featurize
 from openmm_jamun.model.export import CHECKPOINT_FORMAT, export_denoiser, load_checkpoint, vocabulary
 from openmm_jamun.model.network import count_parameters
 from openmm_jamun.model.registry import PACKAGE_MODELS_DIR, model_card, resolve_model
@@ -197,8 +198,6 @@ def test_shipped_energy_model_is_selectable_by_name(tmp_path):
         assert key in card, key
     topology, positions = build_peptide(UNSEEN)
     module = export_denoiser(denoiser, topology)
-    from openmm_jamun.model.featurize import featurize
-
     heavy = positions.value_in_unit(openmm.unit.nanometer)[featurize(topology).atom_indices]
     y = torch.tensor(heavy, dtype=torch.float32)
     y = (y + 0.04 * torch.randn(y.shape, generator=torch.Generator().manual_seed(0))).requires_grad_(True)
