@@ -33,8 +33,12 @@ it can (AlphaFold's amber relaxation, batched):
    Each chiral CA keeps the hand it has in the input and each non-proline peptide bond its side,
    trans or cis (one-sided restraints: ``SIDE_RESTRAINT_K`` says how and why).
 4. ``openmm.LocalEnergyMinimizer`` (L-BFGS) until the RMS force of every copy is below the
-   tolerance (a MinimizationReporter stops the batch when the worst copy gets there; OpenMM's own
-   criterion is the RMS over the whole batch, which a batch could meet with one copy far off).
+   tolerance. OpenMM's own criterion is the RMS over the whole batch, which a batch could meet with
+   one copy far off, so it is given the tolerance / √B, below which every copy is converged; a
+   minimisation to convergence also has a MinimizationReporter stop it once the worst copy is below
+   the tolerance. A batch first runs ``STAGE_ITERATIONS`` iterations without that reporter: most
+   batches reach the limit before every copy converges, and the reporter's per-iteration callback
+   (positions and gradient copied into Python) costs a large share of that stage's time.
 5. AlphaFold's safeguard: a relaxed frame that still has a bond off its amber length or a clash
    (``analysis.validity``) has the restraints of the heavy atoms in those bonds and clashes
    released (and the torsion restraints through those atoms) and is minimised again from where it
@@ -62,6 +66,7 @@ import openmm
 from openmm import app, unit
 from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import shortest_path
+from scipy.spatial.distance import pdist
 
 from ._units import to_plain
 from .analysis.torsions import TORSION_KINDS
@@ -187,6 +192,11 @@ def _padded_to_power_of_two(indices):
     batches of a relaxation come in few sizes (each size has its own Context)."""
     indices = list(indices)
     return np.array(indices + indices[:1] * ((1 << (len(indices) - 1).bit_length()) - len(indices)), dtype=np.int64)
+
+
+def _largest_extent(frames: np.ndarray) -> np.ndarray:
+    """Largest distance between two atoms of each frame [F, n, 3] -> [F]."""
+    return np.array([pdist(frame).max() if len(frame) > 1 else 0.0 for frame in frames])
 
 
 class _StopWhenEveryCopyConverged(openmm.MinimizationReporter):
@@ -525,8 +535,9 @@ class Relaxer:
             self._set_torsion_parameters(context, side_restraint, self._side_quartets, self._side_parameters(anchors))
         context.setPositions((start + shift).reshape(-1, 3))
         for attempt in range(1 + (0 if iterations else RESTARTS)):
-            if copies == 1:
-                openmm.LocalEnergyMinimizer.minimize(context, tolerance, iterations)
+            if copies == 1 or iterations:
+                # a limited stage: OpenMM's criterion alone (module docstring, step 4)
+                openmm.LocalEnergyMinimizer.minimize(context, tolerance / math.sqrt(copies), iterations)
             else:
                 reporter = _StopWhenEveryCopyConverged(copies, tolerance)
                 # OpenMM's own criterion (RMS over the batch) below tolerance/√B implies every copy is below it
@@ -627,7 +638,7 @@ class Relaxer:
             start = self.place_hydrogens(heavy[todo]) if given_all_atoms is None else given_all_atoms[todo]
             anchors = start.copy()
             # frames too extended for the batch's cutoff are relaxed alone (NoCutoff)
-            extent = np.array([np.linalg.norm(f[:, None] - f[None], axis=-1).max() for f in start])
+            extent = _largest_extent(start)
             alone = extent > self.max_extent_nm
             order = [np.nonzero(~alone)[0], np.nonzero(alone)[0]]
             for group, size in ((order[0], self.batch_size), (order[1], 1)):
