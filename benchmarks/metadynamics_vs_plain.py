@@ -10,7 +10,11 @@ growing prefixes of each run (in steps and wall seconds) it prints:
 * how many of the reference's basins (φ/ψ: αR, β/PPII, αL per residue; χ1: g+, t, g− per side
   chain; a basin counts when the reference puts ≥ 1% there) the run has visited, and the first step
   at which it had visited them all;
-* the share of raw jumps that fell apart (`analysis.validity`).
+* the share of raw jumps that fell apart (`analysis.validity`);
+* the long plain walk's decorrelation time of each torsion, in steps (`jamun analyze`'s: the lag
+  where the autocorrelation of its sin or cos first drops below 1/e, within chains). Where the
+  slowest is a small part of the run, the plain walk is not waiting for a rare transition and a bias
+  cannot shorten it much: what is left of its error is sampling noise, which reweighting enlarges.
 
     python benchmarks/metadynamics_vs_plain.py VD --reference references/capped_2aa/VD --long runs/eval/VD \\
         --torsions chi1:2,psi:1 --steps 3000 --chains 8 --out runs/metad-VD
@@ -26,11 +30,12 @@ import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from openmm_jamun.analysis.ensemble import torsion_decorrelation  # noqa: E402
 from openmm_jamun.analysis.report import load_heavy, sample_weights  # noqa: E402
 from openmm_jamun.analysis.torsions import torsion_jsds  # noqa: E402
 from openmm_jamun.analysis.validity import ValidityChecker, frame_validity, validity_summary  # noqa: E402
 from openmm_jamun.records import read_json  # noqa: E402
-from openmm_jamun.sample import metad_settings, run_sampling  # noqa: E402
+from openmm_jamun.sample import METAD_DEFAULTS, metad_settings, run_sampling  # noqa: E402
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from common import basins  # noqa: E402
@@ -54,10 +59,12 @@ def main():
     parser.add_argument("--reference", required=True, help="reference MD (a `jamun md` dir)")
     parser.add_argument("--long", required=True, help="the model's long plain walk (a `jamun sample` run dir)")
     parser.add_argument("--torsions", default="phi:1,psi:1")
-    parser.add_argument("--bias-factor", type=float, default=10.0)
-    parser.add_argument("--height", type=float, default=1.0, help="kJ/mol")
-    parser.add_argument("--width", type=float, default=0.35, help="radians")
-    parser.add_argument("--deposit-interval", type=int, default=100)
+    parser.add_argument("--bias-factor", type=float, default=METAD_DEFAULTS["bias_factor"])
+    parser.add_argument("--height", type=float, default=METAD_DEFAULTS["height_kj_per_mol"], help="kJ/mol")
+    parser.add_argument("--width", type=float, default=METAD_DEFAULTS["width_rad"], help="radians")
+    parser.add_argument("--deposit-interval", type=int, default=METAD_DEFAULTS["deposit_interval"])
+    parser.add_argument("--angle-switch", type=float, default=METAD_DEFAULTS["angle_switch"],
+                        help="s0 of the torsion bias's bond-angle switch (0: none)")
     parser.add_argument("--model", default="default")
     parser.add_argument("--steps", type=int, default=3000)
     parser.add_argument("--chains", type=int, default=8)
@@ -68,7 +75,8 @@ def main():
     args = parser.parse_args()
 
     metad = metad_settings(args.torsions, bias_factor=args.bias_factor, height_kj_per_mol=args.height,
-                           width_rad=args.width, deposit_interval=args.deposit_interval)
+                           width_rad=args.width, deposit_interval=args.deposit_interval,
+                           angle_switch=args.angle_switch)
     kinds = {"plain": None, "metad": metad}
     records = {kind: run(args.peptide, os.path.join(args.out, kind), args, setting)
                for kind, setting in kinds.items() if args.which in (kind, "both")}
@@ -76,6 +84,8 @@ def main():
         return
 
     reference, long_walk = load_heavy(args.reference), load_heavy(args.long)
+    long_interval = int(read_json(os.path.join(args.long, "run.json"))["interval"])
+    decorrelation_steps = {key: value * long_interval for key, value in torsion_decorrelation(long_walk).items()}
     reference_basins = basins(reference)
     visited_by_reference = {key: {b for b in np.unique(v) if np.mean(v == b) >= 0.01}
                             for key, v in reference_basins.items()}
@@ -117,8 +127,8 @@ def main():
                          "valid_raw_fraction": validity["valid_fraction"], "wall_time_s": record["wall_time_s"],
                          "effective_sample_size": None if weights is None else float(1 / np.sum(weights ** 2))}
     with open(os.path.join(args.out, "comparison.json"), "w") as handle:
-        json.dump({"peptide": args.peptide, "metad": metad, "chains": args.chains, "results": results}, handle,
-                  indent=2)
+        json.dump({"peptide": args.peptide, "metad": metad, "chains": args.chains, "results": results,
+                   "long_walk_decorrelation_steps": decorrelation_steps}, handle, indent=2)
     print(f"{args.peptide}, {args.chains} chains, metadynamics on {metad['torsions']} (bias factor {args.bias_factor}); "
           f"JSD = mean of backbone and side-chain 1-D JS distances (base e)")
     print(f"{'run':<6}{'steps':>7}{'wall s':>9}{'JSD to long walk':>18}{'JSD to reference':>18}")
@@ -130,6 +140,8 @@ def main():
         print(f"{kind}: every one of the reference's {result['reference_basins']} basins visited by step "
               f"{result['steps_to_visit_every_reference_basin']}; raw jumps fell apart "
               f"{result['fell_apart_fraction']:.2%}; effective sample size {result['effective_sample_size']}")
+    print("the long plain walk's decorrelation times, steps: "
+          + ", ".join(f"{key} {value:.0f}" for key, value in decorrelation_steps.items()))
 
 
 if __name__ == "__main__":

@@ -13,7 +13,6 @@ import os
 
 import mdtraj
 import numpy as np
-from openmm import unit
 
 from openmm_jamun import JumpReporter, create_walk_simulation
 from openmm_jamun.analysis.torsions import split_chains, torsions
@@ -26,9 +25,9 @@ args = parser.parse_args()
 
 os.makedirs("example-out", exist_ok=True)
 simulation = create_walk_simulation("AA", model="default", chains=4, seed=1)
-metad = SharedBiasMetadynamics.for_torsions(simulation.topology, "phi:1,psi:1", width=0.35 * unit.radian,
-                                            bias_factor=6, height=1.0 * unit.kilojoule_per_mole,
-                                            deposit_interval=50, record_interval=args.interval)
+# the package's gentle defaults (bias factor 3, 0.25 kJ/mol, 0.5 rad: openmm_jamun.metadynamics says why)
+metad = SharedBiasMetadynamics.for_torsions(simulation.topology, "phi:1,psi:1", deposit_interval=50,
+                                            record_interval=args.interval)
 metad.add_to(simulation)
 jumps = JumpReporter("example-out/metadynamics.dcd", args.interval)
 simulation.reporters.append(jumps)

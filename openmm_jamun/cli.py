@@ -264,9 +264,9 @@ def build_parser() -> argparse.ArgumentParser:
                     help="well-tempered metadynamics on 1-3 torsions of the walk, one bias shared by every "
                          "chain, e.g. phi:1,psi:1 (residue indices as jamun analyze names them; ACE is 0); "
                          "writes bias.npz and weights.csv, which jamun analyze uses")
-    sa.add_argument("--bias-factor", type=float, default=None, help="metadynamics bias factor (default 10)")
-    sa.add_argument("--metad-height", type=float, default=None, help="initial Gaussian height, kJ/mol (default 1)")
-    sa.add_argument("--metad-width", type=float, default=None, help="Gaussian width, radians (default 0.35)")
+    sa.add_argument("--bias-factor", type=float, default=None, help="metadynamics bias factor (default 3)")
+    sa.add_argument("--metad-height", type=float, default=None, help="initial Gaussian height, kJ/mol (default 0.25)")
+    sa.add_argument("--metad-width", type=float, default=None, help="Gaussian width, radians (default 0.5)")
     sa.add_argument("--metad-interval", type=_positive_int, default=None,
                     help="steps between depositions (default 100)")
     sa.add_argument("--metropolis", action="store_true", default=None,

@@ -19,6 +19,22 @@ layout and periodic wrap are reused here unchanged, as is its ``BiasVariable``.
 The bias acts on the noised coordinates y (torsions of y), like any OpenMM force on the walk; the
 clean frames x̂(y) inherit it and are reweighted (:func:`reweighting_weights`).
 
+A variable may carry a scale S_k(y) in [0, 1] that multiplies walker k's bias, U_bias = Σ_k V(s_k)·S_k.
+Torsion variables use it: the gradient of a torsion grows as 1/sin θ of its two bond angles, and in
+noised coordinates (σ = 0.04 nm on 0.15-nm bonds) nearly straight or folded angles are common, so a
+bias of a few kJ/mol can kick an atom by tenths of a nanometre, out of the denoiser's domain. The
+switch S(θ) = 1 − exp(−sin²θ / s0) (s0 = :data:`ANGLE_SWITCH`) is 1 to within 0.2% at a clean
+backbone's bond angles (110-125°), 0.98 at 140°, and turns the bias off where the torsion is
+undefined (0° or 180°), so the bias force stays bounded. The
+weights use the bias actually applied, V·S, so the reweighting is unchanged in kind; depositions
+use V(s_k), the grid's estimate.
+
+The defaults are gentle (γ = 3, h = 0.25 kJ/mol ≈ 0.1 kT, width 0.5 rad). In noised coordinates
+the walk's torsions decorrelate within tens of steps, so their free-energy profiles along s(y) are
+shallow and γ = 3 already flattens them; a larger γ lets the bias grow to tens of kJ/mol, whose
+force V'(s)·∂s/∂y outgrows the denoiser's clipped score (100 kT/nm per atom) and carries chains out
+of the noised data, where the model no longer holds them together (docs/design.md has the figures).
+
 Deposition (every ``deposit_interval`` steps, through the reporter protocol, so a plain
 ``simulation.step(n)`` runs it): for each chain k a Gaussian of height h·exp(−V(s_k)/(k_B ΔT)),
 ΔT = (γ − 1)T, centred at that chain's s_k; all K heights use the bias before this round.
@@ -42,7 +58,14 @@ from ._units import kT_kj_per_mol, temperature_kelvin, to_plain
 
 #: the torsion kinds a bias can name ('<kind>:<residue index>', as ``jamun analyze`` names them)
 TORSION_KINDS = ("phi", "psi", "chi1", "chi2", "chi3", "chi4", "chi5")
-_FILE_VERSION = 1
+_FILE_VERSION = 2
+#: s0 of the bond-angle switch 1 − exp(−sin²θ/s0) on torsion biases (see the module docstring)
+ANGLE_SWITCH = 0.1
+#: Defaults of a bias on torsions of the walk (``jamun sample --metad``); gentle, see the module docstring
+TORSION_BIAS_FACTOR = 3.0
+TORSION_HEIGHT_KJ_PER_MOL = 0.25
+TORSION_WIDTH_RAD = 0.5
+DEPOSIT_INTERVAL = 100
 DIRECT_DENOISER_WARNING = (
     "metadynamics on a direct (non-energy) denoiser: the walk's stationary law is not exp(-U), so "
     "the reweighted populations are approximate; an energy-parametrised model makes them exact up "
@@ -124,12 +147,17 @@ class WalkerVariable(BiasVariable):
     """A collective variable with one copy per walker (chain): ``force_for(k)`` returns a new Force
     whose energy is walker k's value of the variable. The grid settings are OpenMM's
     ``BiasVariable``'s (``minValue``, ``maxValue``, ``biasWidth``: the Gaussians' standard
-    deviation, ``periodic``, ``gridWidth``: grid points; plain numbers in nm, radians, ...)."""
+    deviation, ``periodic``, ``gridWidth``: grid points; plain numbers in nm, radians, ...).
+    ``scale_for(k)``, optional, returns a Force whose energy is a factor in [0, 1] multiplying walker
+    k's bias (a torsion's bond-angle switch); ``scale_setting`` is its parameter, kept with the bias."""
 
     def __init__(self, force_for: Callable[[int], openmm.Force], minValue, maxValue, biasWidth,
-                 periodic: bool = False, gridWidth: int | None = None, name: str = "cv"):
+                 periodic: bool = False, gridWidth: int | None = None, name: str = "cv",
+                 scale_for: Callable[[int], openmm.Force] | None = None, scale_setting: float = 0.0):
         if not callable(force_for):
             raise ValueError("force_for must be a callable: walker index -> Force")
+        if scale_for is not None and not callable(scale_for):
+            raise ValueError("scale_for must be None or a callable: walker index -> Force")
         minValue, maxValue, biasWidth = (v.value_in_unit_system(unit.md_unit_system) if unit.is_quantity(v) else
                                          float(v) for v in (minValue, maxValue, biasWidth))
         if not maxValue > minValue:
@@ -141,18 +169,25 @@ class WalkerVariable(BiasVariable):
         super().__init__(None, minValue, maxValue, biasWidth, bool(periodic),
                          None if gridWidth is None else int(gridWidth))
         self.force_for = force_for
+        self.scale_for = scale_for
+        self.scale_setting = float(scale_setting) if scale_for is not None else 0.0
         self.name = name
 
 
-def torsion_variables(topology, torsions, width=0.35 * unit.radian, grid_points: int | None = None):
+def torsion_variables(topology, torsions, width=TORSION_WIDTH_RAD * unit.radian, grid_points: int | None = None,
+                      angle_switch: float = ANGLE_SWITCH):
     """WalkerVariables for named torsions of every chain of a walk topology: periodic over [−π, π),
-    walker k's torsion is chain k's quartet (chain 0's + k·n). ``width``: one or one per torsion."""
+    walker k's torsion is chain k's quartet (chain 0's + k·n). ``width``: one or one per torsion.
+    ``angle_switch``: s0 of the bond-angle switch on the bias (module docstring); 0 turns it off."""
     names = _names(torsions)
     quartets = torsion_quartets(topology, names)
     _, n = chain_atoms(topology)
     widths = list(width) if isinstance(width, (list, tuple)) else [width] * len(names)
     if len(widths) != len(names):
         raise ValueError(f"width: give one value or one per torsion ({len(names)}); got {len(widths)}")
+
+    if not angle_switch >= 0:
+        raise ValueError(f"angle_switch must be >= 0; got {angle_switch}")
 
     def factory(quartet):
         def force_for(k):
@@ -161,8 +196,19 @@ def torsion_variables(topology, torsions, width=0.35 * unit.radian, grid_points:
             return force
         return force_for
 
+    s0 = float(angle_switch)
+
+    def switch_factory(quartet):
+        def scale_for(k):
+            force = openmm.CustomCompoundBondForce(
+                4, f"(1 - exp(-sin(angle(p1, p2, p3))^2 / {s0!r})) * (1 - exp(-sin(angle(p2, p3, p4))^2 / {s0!r}))")
+            force.addBond([int(i) + k * n for i in quartet], [])
+            return force
+        return scale_for
+
     return [WalkerVariable(factory(q), -math.pi, math.pi, to_plain(w, unit.radian, "width"), periodic=True,
-                           gridWidth=grid_points, name=f"{kind}:{residue}")
+                           gridWidth=grid_points, name=f"{kind}:{residue}",
+                           scale_for=switch_factory(q) if s0 > 0 else None, scale_setting=s0)
             for (kind, residue), q, w in zip(names, quartets, widths)]
 
 
@@ -194,8 +240,9 @@ class SharedBiasMetadynamics:
     checkpoint.
     """
 
-    def __init__(self, variables: Sequence[WalkerVariable], walkers: int, temperature=None, bias_factor: float = 10.0,
-                 height=1.0 * unit.kilojoule_per_mole, deposit_interval: int = 100,
+    def __init__(self, variables: Sequence[WalkerVariable], walkers: int, temperature=None,
+                 bias_factor: float = TORSION_BIAS_FACTOR, height=TORSION_HEIGHT_KJ_PER_MOL * unit.kilojoule_per_mole,
+                 deposit_interval: int = DEPOSIT_INTERVAL,
                  record_interval: int | None = None):
         variables = list(variables)
         if not 1 <= len(variables) <= 3:
@@ -226,7 +273,7 @@ class SharedBiasMetadynamics:
         #: the bias V on the grid, kJ/mol, axes in reverse variable order (OpenMM's table layout)
         self.bias_grid = np.zeros(tuple(reversed(self._widths)))
         self.deposits = 0
-        self.frame_bias: list[np.ndarray] = []  # per record: V(s_k) at each walker, kJ/mol
+        self.frame_bias: list[np.ndarray] = []  # per record: V(s_k)·S_k at each walker, kJ/mol
         self.frame_c: list[float] = []  # per record: c(t), kJ/mol
         self.frame_steps: list[int] = []
         self._force, self._table = self._make_bias_force()
@@ -238,16 +285,26 @@ class SharedBiasMetadynamics:
     # -- construction ---------------------------------------------------------------------------
 
     @classmethod
-    def for_torsions(cls, topology, torsions="phi:1,psi:1", width=0.35 * unit.radian,
-                     grid_points: int | None = None, **kwargs) -> "SharedBiasMetadynamics":
+    def for_torsions(cls, topology, torsions="phi:1,psi:1", width=TORSION_WIDTH_RAD * unit.radian,
+                     grid_points: int | None = None, angle_switch: float = ANGLE_SWITCH,
+                     **kwargs) -> "SharedBiasMetadynamics":
         """A bias on named torsions (``"phi:1,psi:1"``) of every chain of a walk topology (or a
-        Simulation's); ``kwargs`` as the constructor's."""
+        Simulation's), with the bond-angle switch ``angle_switch`` (0: none); ``kwargs`` as the
+        constructor's."""
         topology = getattr(topology, "topology", topology)
         walkers, _ = chain_atoms(topology)
-        return cls(torsion_variables(topology, torsions, width, grid_points), walkers, **kwargs)
+        return cls(torsion_variables(topology, torsions, width, grid_points, angle_switch), walkers, **kwargs)
 
     def _cv_name(self, k: int, j: int) -> str:
         return f"s{k}_{j}"
+
+    def _scale_name(self, k: int, j: int) -> str:
+        return f"w{k}_{j}"
+
+    @property
+    def _scaled(self) -> list[int]:
+        """Indices of the variables that carry a bias scale."""
+        return [j for j, v in enumerate(self.variables) if v.scale_for is not None]
 
     def _make_table(self, values):
         flat = np.asarray(values, dtype=float).ravel()
@@ -265,9 +322,11 @@ class SharedBiasMetadynamics:
             table.setFunctionParameters(*self._widths, flat, *self._limits)
 
     def _make_bias_force(self):
-        """Σ_k table(s_k): one CustomCVForce, one tabulated function for all walkers."""
+        """Σ_k table(s_k)·S_k: one CustomCVForce, one tabulated function for all walkers. The
+        variables s come first (walker by walker), then the scales."""
         d = len(self.variables)
-        terms = ["table(" + ", ".join(self._cv_name(k, j) for j in range(d)) + ")" for k in range(self.walkers)]
+        terms = ["*".join(["table(" + ", ".join(self._cv_name(k, j) for j in range(d)) + ")"]
+                          + [self._scale_name(k, j) for j in self._scaled]) for k in range(self.walkers)]
         force = openmm.CustomCVForce(" + ".join(terms))
         for k in range(self.walkers):
             for j, variable in enumerate(self.variables):
@@ -275,6 +334,13 @@ class SharedBiasMetadynamics:
                 if not isinstance(cv, openmm.Force):
                     raise ValueError(f"{variable.name}: force_for({k}) returned {type(cv).__name__}, not a Force")
                 force.addCollectiveVariable(self._cv_name(k, j), cv)
+        for k in range(self.walkers):
+            for j in self._scaled:
+                scale = self.variables[j].scale_for(k)
+                if not isinstance(scale, openmm.Force):
+                    raise ValueError(f"{self.variables[j].name}: scale_for({k}) returned {type(scale).__name__}, "
+                                     "not a Force")
+                force.addCollectiveVariable(self._scale_name(k, j), scale)
         table = self._make_table(self.bias_grid)
         force.addTabulatedFunction("table", table)
         force.setName("SharedBiasMetadynamics")
@@ -330,10 +396,11 @@ class SharedBiasMetadynamics:
         depositing = step % self.deposit_interval == 0
         if not (recording or depositing):
             return
-        cvs = self.collective_variables(simulation.context)
+        values = self._force.getCollectiveVariableValues(simulation.context)
+        cvs, scales = self._split(values)
         bias = self.bias_at_cv(cvs)
         if recording:
-            self.frame_bias.append(bias)
+            self.frame_bias.append(bias * scales)  # the bias the frame felt
             self.frame_c.append(self.c_of_t())
             self.frame_steps.append(int(step))
         if depositing:
@@ -347,10 +414,21 @@ class SharedBiasMetadynamics:
     def force_group(self) -> int:
         return self._force.getForceGroup()
 
+    def _split(self, values) -> tuple[np.ndarray, np.ndarray]:
+        """The force's collective-variable values as (s [K, d], S_k [K]: the product of the scales)."""
+        values = np.asarray(values, dtype=float)
+        d, K = len(self.variables), self.walkers
+        cvs = values[:K * d].reshape(K, d)
+        scales = values[K * d:].reshape(K, len(self._scaled)).prod(axis=1)
+        return cvs, scales
+
     def collective_variables(self, context) -> np.ndarray:
         """s_k of every walker in ``context`` (a Context with this force), [K, d]."""
-        values = np.asarray(self._force.getCollectiveVariableValues(context), dtype=float)
-        return values.reshape(self.walkers, len(self.variables))
+        return self._split(self._force.getCollectiveVariableValues(context))[0]
+
+    def bias_scales(self, context) -> np.ndarray:
+        """S_k of every walker in ``context``, [K] (1 where no variable carries a scale)."""
+        return self._split(self._force.getCollectiveVariableValues(context))[1]
 
     def _deposit(self, cvs: np.ndarray, bias: np.ndarray) -> None:
         """One Gaussian per walker, height h·exp(−V(s_k)/(k_B ΔT)); OpenMM's grid rule, vectorised."""
@@ -428,21 +506,24 @@ class SharedBiasMetadynamics:
             out[m] = context.getState(getEnergy=True).getPotentialEnergy().value_in_unit(unit.kilojoule_per_mole)
         return out
 
-    def collective_variables_at(self, positions_nm) -> np.ndarray:
-        """s_k of every walker at walk positions [K·n, 3] (nm), [K, d]."""
+    def _values_at(self, positions_nm) -> tuple[np.ndarray, np.ndarray]:
         positions = np.asarray(getattr(positions_nm, "value_in_unit", lambda u: positions_nm)(unit.nanometer),
                                dtype=float)
         if positions.ndim != 2 or positions.shape[1] != 3:
             raise ValueError(f"positions must have shape (atoms, 3); got {positions.shape}")
         context, _, force = self._cv_helper(len(positions))
         context.setPositions(positions)
-        values = np.asarray(force.getCollectiveVariableValues(context), dtype=float)
-        return values.reshape(self.walkers, len(self.variables))
+        return self._split(force.getCollectiveVariableValues(context))
+
+    def collective_variables_at(self, positions_nm) -> np.ndarray:
+        """s_k of every walker at walk positions [K·n, 3] (nm), [K, d]."""
+        return self._values_at(positions_nm)[0]
 
     def bias_at(self, positions_nm) -> np.ndarray:
-        """V(s_k) of each walker (kJ/mol, [K]) at walk positions [K·n, 3] (nm); their sum is the bias
-        force's energy at those positions."""
-        return self.bias_at_cv(self.collective_variables_at(positions_nm))
+        """The bias V(s_k)·S_k each walker feels (kJ/mol, [K]) at walk positions [K·n, 3] (nm); their
+        sum is the bias force's energy at those positions."""
+        cvs, scales = self._values_at(positions_nm)
+        return self.bias_at_cv(cvs) * scales
 
     def _unique_grid(self) -> np.ndarray:
         """The grid without the duplicated last point of periodic axes (each state counted once)."""
@@ -480,6 +561,7 @@ class SharedBiasMetadynamics:
             "limits": np.asarray(self._limits, dtype=float),
             "grid_points": np.asarray(self._widths, dtype=np.int64),
             "bias_widths": np.asarray([v.biasWidth for v in self.variables], dtype=float),
+            "bias_scales": np.asarray([v.scale_setting for v in self.variables], dtype=float),
             "periodic": np.asarray(self.periodic),
             "walkers": np.asarray(self.walkers),
             "bias_factor": np.asarray(self.bias_factor),
@@ -508,6 +590,10 @@ class SharedBiasMetadynamics:
         The file's settings must be this object's (an error names the one that differs)."""
         with np.load(os.fspath(path)) as data:
             kept = {key: data[key] for key in data.files}
+        version = int(kept.get("version", 0))
+        if version != _FILE_VERSION:
+            raise ValueError(f"{path}: bias file format {version}, this version of openmm-jamun reads "
+                             f"{_FILE_VERSION} (the torsion bias gained its bond-angle switch); start a new run")
         for key, value in self._settings().items():
             if key not in kept or kept[key].shape != value.shape or not np.allclose(kept[key], value):
                 raise ValueError(f"{path}: the saved bias has {key} = {kept.get(key)}, this one {value}")

@@ -33,7 +33,8 @@ from .relax_run import relax_samples, relaxation_is_current
 from .records import CHECKPOINT, RUN, TOPOLOGY, RunFiles, check_same_settings, read_json, write_json
 from .force import check_walk, find_score_module, force_has_energy
 from .integrator import AcceptanceStateDataReporter, JamunIntegrator
-from .metadynamics import SharedBiasMetadynamics, parse_torsions, torsion_quartets
+from .metadynamics import (ANGLE_SWITCH, DEPOSIT_INTERVAL, TORSION_BIAS_FACTOR, TORSION_HEIGHT_KJ_PER_MOL, TORSION_WIDTH_RAD,
+                           SharedBiasMetadynamics, parse_torsions, torsion_quartets)
 from .reporter import JumpReporter
 from .simulation import WalkSimulation, create_walk_simulation
 from .trajectory import truncate_trajectory
@@ -42,7 +43,8 @@ from .trajectory import truncate_trajectory
 RUN_SETTINGS = {"model": "default", "chains": 1, "interval": 10, "write_walk": False, "seed": 0, "platform": "CPU",
                 "metropolis": False, "metad": None, "timestep_ps": None}
 #: The defaults of a metadynamics run (``metad_settings``).
-METAD_DEFAULTS = {"bias_factor": 10.0, "height_kj_per_mol": 1.0, "width_rad": 0.35, "deposit_interval": 100}
+METAD_DEFAULTS = {"bias_factor": TORSION_BIAS_FACTOR, "height_kj_per_mol": TORSION_HEIGHT_KJ_PER_MOL,
+                  "width_rad": TORSION_WIDTH_RAD, "deposit_interval": DEPOSIT_INTERVAL, "angle_switch": ANGLE_SWITCH}
 #: Steps between the points where Ctrl-C may stop a run, in clean frames.
 FRAMES_PER_CHUNK = 10
 
@@ -82,13 +84,14 @@ def run_settings(source: str, out_path: Path, given: dict, resume: bool, overwri
 
 
 def metad_settings(torsions: str | None, bias_factor: float | None = None, height_kj_per_mol: float | None = None,
-                   width_rad: float | None = None, deposit_interval: int | None = None) -> dict | None:
+                   width_rad: float | None = None, deposit_interval: int | None = None,
+                   angle_switch: float | None = None) -> dict | None:
     """The ``metad`` setting of a run: None without ``torsions``, else the torsions (checked by
     :func:`~openmm_jamun.metadynamics.parse_torsions`) and every option, None where not given: a new
     run takes :data:`METAD_DEFAULTS` there, a resumed run its own. An option without torsions is an
-    error."""
+    error. ``angle_switch`` is the bond-angle switch's s0 (0: none; a benchmark's option)."""
     options = {"bias_factor": bias_factor, "height_kj_per_mol": height_kj_per_mol, "width_rad": width_rad,
-               "deposit_interval": deposit_interval}
+               "deposit_interval": deposit_interval, "angle_switch": angle_switch}
     if torsions is None:
         given = [name for name, value in options.items() if value is not None]
         if given:
@@ -100,7 +103,8 @@ def metad_settings(torsions: str | None, bias_factor: float | None = None, heigh
                                   ("height_kj_per_mol", height_kj_per_mol, lambda v: v > 0, "> 0"),
                                   ("width_rad", width_rad, lambda v: v > 0, "> 0"),
                                   ("deposit_interval", deposit_interval, lambda v: int(v) == v and v >= 1,
-                                   "a positive integer")):
+                                   "a positive integer"),
+                                  ("angle_switch", angle_switch, lambda v: v >= 0, ">= 0")):
         if value is not None and not ok(value):
             raise ValueError(f"metadynamics {name} must be {rule}; got {value}")
     return {"torsions": spec, **options}
@@ -112,7 +116,8 @@ def attach_metadynamics(simulation: WalkSimulation, settings: dict, interval: in
     metad = SharedBiasMetadynamics.for_torsions(
         simulation, settings["torsions"], width=settings["width_rad"] * unit.radian,
         bias_factor=settings["bias_factor"], height=settings["height_kj_per_mol"] * unit.kilojoule_per_mole,
-        deposit_interval=settings["deposit_interval"], record_interval=interval)
+        deposit_interval=settings["deposit_interval"], record_interval=interval,
+        angle_switch=settings.get("angle_switch", ANGLE_SWITCH))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # a direct model's reweighting is approximate: run.json says so ("exact")
         metad.add_to(simulation)

@@ -10,8 +10,8 @@ from openmm import unit
 import openmm_jamun as oj
 from conftest import make_walk, positions_nm
 from openmm_jamun.inputs import read_input
-from openmm_jamun.metadynamics import (SharedBiasMetadynamics, WalkerVariable, parse_torsions, torsion_quartets,
-                                       torsion_variables)
+from openmm_jamun.metadynamics import (ANGLE_SWITCH, SharedBiasMetadynamics, WalkerVariable, parse_torsions,
+                                       torsion_quartets, torsion_variables)
 
 SIGMA = 0.04
 SEPARATION = 0.4  # nm between the modes: a barrier of about 8 kT at 0.05 nm mode widths
@@ -245,3 +245,44 @@ def test_a_deposit_refreshes_the_metropolis_walks_cached_energy():
     simulation.step(1)
     energy = simulation.context.getState(getEnergy=True).getPotentialEnergy().value_in_unit(unit.kilojoule_per_mole)
     assert integrator.getGlobalVariableByName("Ecur") == pytest.approx(energy, rel=1e-6, abs=1e-6)
+
+
+def _torsion_bias_forces(y, angle_switch):
+    """Per-atom norms of a φ(1) bias force (kJ/mol/nm) on a one-chain AA walk at positions ``y``, and
+    the bias there, with a bias grid of slope up to 5 kJ/mol/rad."""
+    noised = _dipeptide_system("AA", 1)
+    metad = SharedBiasMetadynamics.for_torsions(noised.topology, "phi:1", width=0.5, grid_points=40,
+                                                temperature=300, angle_switch=angle_switch)
+    axis = np.linspace(-np.pi, np.pi, len(metad.bias_grid))
+    metad.bias_grid[:] = 5.0 * (1.0 + np.sin(axis))
+    metad._set_table(metad._table)
+    system = noised.system
+    metad.force.setForceGroup(3)
+    system.addForce(metad.force)
+    context = openmm.Context(system, openmm.VerletIntegrator(0.001), openmm.Platform.getPlatformByName("Reference"))
+    context.setPositions(y)
+    state = context.getState(getForces=True, getEnergy=True, groups={3})
+    forces = state.getForces(asNumpy=True).value_in_unit(unit.kilojoule_per_mole / unit.nanometer)
+    return np.linalg.norm(forces, axis=1), metad.bias_at(y)[0], state.getPotentialEnergy()
+
+
+def test_the_torsion_bias_force_stays_bounded_at_a_straight_bond_angle():
+    """In noised coordinates a bond angle of a biased torsion can be nearly straight, where the
+    torsion's gradient grows as 1/sin θ: the bond-angle switch keeps the bias force at the size it
+    has at a clean geometry, where it leaves the bias unchanged to 0.2%."""
+    noised = _dipeptide_system("AA", 1)
+    y = noised.clean_positions.value_in_unit(unit.nanometer).copy()
+    n_, ca, c = (torsion_quartets(noised.topology, "phi:1")[0][1:])
+    ordinary, bias_switched, _ = _torsion_bias_forces(y, ANGLE_SWITCH)
+    ordinary_plain, bias_plain, _ = _torsion_bias_forces(y, 0.0)
+    assert bias_switched == pytest.approx(bias_plain, rel=2e-3) and bias_plain > 0.3
+    # C of residue 1 moved onto the line N-CA, 0.1° off straight, at its bond length
+    u = (y[ca] - y[n_]) / np.linalg.norm(y[ca] - y[n_])
+    side = np.cross(u, [0.0, 0.0, 1.0])
+    side /= np.linalg.norm(side)
+    y[c] = y[ca] + 0.152 * (np.cos(np.radians(0.1)) * u + np.sin(np.radians(0.1)) * side)
+    straight_plain, _, _ = _torsion_bias_forces(y, 0.0)
+    straight, bias, energy = _torsion_bias_forces(y, ANGLE_SWITCH)
+    assert straight_plain.max() > 50 * ordinary_plain.max()  # the singularity the switch removes
+    assert straight.max() < 3 * ordinary.max()
+    assert bias == pytest.approx(energy.value_in_unit(unit.kilojoule_per_mole), rel=1e-9, abs=1e-9)
