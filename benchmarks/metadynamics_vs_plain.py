@@ -35,6 +35,7 @@ from openmm_jamun.analysis.report import load_heavy, sample_weights  # noqa: E40
 from openmm_jamun.analysis.torsions import torsion_jsds  # noqa: E402
 from openmm_jamun.analysis.validity import ValidityChecker, frame_validity, validity_summary  # noqa: E402
 from openmm_jamun.records import read_json  # noqa: E402
+from openmm_jamun.model.registry import resolve_model  # noqa: E402
 from openmm_jamun.sample import METAD_DEFAULTS, metad_settings, run_sampling  # noqa: E402
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -44,9 +45,15 @@ FRACTIONS = (0.1, 0.2, 0.5, 1.0)
 
 
 def run(peptide, out, args, metad):
-    if os.path.isfile(os.path.join(out, "run.json")) and read_json(os.path.join(out, "run.json")).get(
-            "steps_done") == args.steps:
-        return read_json(os.path.join(out, "run.json"))
+    """The walk in ``out``: a finished one with the same settings is reused, anything else replaced."""
+    path = os.path.join(out, "run.json")
+    if os.path.isfile(path):
+        record = read_json(path)
+        same = (record.get("steps_done") == args.steps and record.get("chains") == args.chains
+                and record.get("seed") == args.seed and record.get("metad") == metad
+                and record.get("model") == str(resolve_model(args.model)))
+        if same:
+            return record
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         return run_sampling(peptide, out, model=args.model, steps=args.steps, chains=args.chains, seed=args.seed,

@@ -6,11 +6,12 @@ own metadynamics would fill K separate grids, each from 1/K of the samples. Here
 (Barducci et al., PRL 2008): one bias grid V(s), every chain feels V at its own collective
 variables, and every chain deposits into the same grid. The bias energy is
 
-    U_bias(y) = Σ_k V(s_k(y)),
+    U_bias(y) = Σ_k V(s_k(y))·S_k(y),
 
-one ``openmm.CustomCVForce`` whose collective variables are, for every chain k and variable j, a
-force on chain k's atoms (a ``CustomTorsionForce`` for a torsion), and whose energy expression sums
-ONE tabulated function (``Continuous1D/2D/3DFunction``) over the chains. The grid is therefore
+with S_k an optional scale (1 unless a variable carries one; below), one ``openmm.CustomCVForce``
+whose collective variables are, for every chain k and variable j, a force on chain k's atoms (a
+``CustomTorsionForce`` for a torsion), and whose energy expression sums ONE tabulated function
+(``Continuous1D/2D/3DFunction``) over the chains. The grid is therefore
 shared by construction and updated once per deposition. OpenMM's own
 ``openmm.app.metadynamics.Metadynamics`` biases one set of variables per System (its table takes
 the System's variables once), so it cannot give K chains one grid; its deposition rule, grid
@@ -19,24 +20,32 @@ layout and periodic wrap are reused here unchanged, as is its ``BiasVariable``.
 The bias acts on the noised coordinates y (torsions of y), like any OpenMM force on the walk; the
 clean frames x̂(y) inherit it and are reweighted (:func:`reweighting_weights`).
 
-A variable may carry a scale S_k(y) in [0, 1] that multiplies walker k's bias, U_bias = Σ_k V(s_k)·S_k.
-Torsion variables use it: the gradient of a torsion grows as 1/sin θ of its two bond angles, and in
-noised coordinates (σ = 0.04 nm on 0.15-nm bonds) nearly straight or folded angles are common, so a
-bias of a few kJ/mol can kick an atom by tenths of a nanometre, out of the denoiser's domain. The
-switch S(θ) = 1 − exp(−sin²θ / s0) (s0 = :data:`ANGLE_SWITCH`) is 1 to within 0.2% at a clean
-backbone's bond angles (110-125°), 0.98 at 140°, and turns the bias off where the torsion is
-undefined (0° or 180°), so the bias force stays bounded. The
-weights use the bias actually applied, V·S, so the reweighting is unchanged in kind; depositions
-use V(s_k), the grid's estimate.
+A variable may carry a scale S_k(y) in [0, 1] that multiplies walker k's bias. Torsion variables
+use it: the gradient of a torsion grows as 1/sin θ of its two bond angles, and in noised coordinates
+(σ = 0.04 nm on 0.15-nm bonds) nearly straight or folded angles are common, so a bias of a few
+kJ/mol can kick an atom by tenths of a nanometre, out of the denoiser's domain. The switch is
+S = Π (1 − exp(−sin²θ / s0)) over the torsion's two bond angles (s0 = :data:`ANGLE_SWITCH`; over
+every biased torsion's angles when there are several). Each factor is 1 to within 0.2% at a clean
+backbone's bond angles (110-125°) and 0.98 at 140°, and it vanishes where the torsion is undefined
+(0° or 180°), so the bias force stays bounded. The walk's own angles spread much wider than a clean
+backbone's, so S is well below 1 in a fair share of its frames. What that changes:
 
-The defaults are gentle (γ = 3, h = 0.25 kJ/mol ≈ 0.1 kT, width 0.5 rad). In noised coordinates
-the walk's torsions decorrelate within tens of steps, so their free-energy profiles along s(y) are
-shallow and γ = 3 already flattens them; a larger γ lets the bias grow to tens of kJ/mol, whose
-force V'(s)·∂s/∂y outgrows the denoiser's clipped score (100 kT/nm per atom) and carries chains out
-of the noised data, where the model no longer holds them together (docs/design.md has the figures).
+* the weights use the bias actually felt, V·S: exact reweighting needs only that;
+* the switch has a force of its own, −V∇S, which favours straighter angles where the bias is
+  large; the weights remove its effect on averages along with the rest of the bias;
+* a walker deposits h·S_k·exp(−V(s_k)/(k_B ΔT)): little where its torsion is nearly undefined,
+  which it barely felt;
+* the well-tempered relations of the grid (:meth:`SharedBiasMetadynamics.free_energy`, c(t)) assume
+  the bias is V(s) alone, so with the switch they are approximations, as is the c(t) in the weights.
+
+The torsion defaults are gentle (γ = 3, h = 0.25 kJ/mol ≈ 0.1 kT, width 0.5 rad). The walk crosses
+between torsion basins within tens of steps (its clean frames' torsions decorrelate that fast), so it
+needs no strong bias to do so; a larger γ lets the bias grow to tens of kJ/mol, whose force
+V'(s)·∂s/∂y outgrows the denoiser's clipped score (100 kT/nm per atom) and carries chains out of the
+noised data, where the model no longer holds them together (docs/design.md has the figures).
 
 Deposition (every ``deposit_interval`` steps, through the reporter protocol, so a plain
-``simulation.step(n)`` runs it): for each chain k a Gaussian of height h·exp(−V(s_k)/(k_B ΔT)),
+``simulation.step(n)`` runs it): for each chain k a Gaussian of height h·S_k·exp(−V(s_k)/(k_B ΔT)),
 ΔT = (γ − 1)T, centred at that chain's s_k; all K heights use the bias before this round.
 """
 
@@ -231,7 +240,7 @@ class SharedBiasMetadynamics:
     deposit_interval : int
         Steps between depositions.
     record_interval : int, optional
-        Steps between records of (V(s_k), c(t)) for :meth:`weights`; give a JumpReporter's interval
+        Steps between records of (V(s_k)·S_k, c(t)) for :meth:`weights`; give a JumpReporter's interval
         to align frame i of its file with row i of the weights. A record at a deposition step is
         taken before the deposit: the bias the frame was sampled under.
 
@@ -240,9 +249,8 @@ class SharedBiasMetadynamics:
     checkpoint.
     """
 
-    def __init__(self, variables: Sequence[WalkerVariable], walkers: int, temperature=None,
-                 bias_factor: float = TORSION_BIAS_FACTOR, height=TORSION_HEIGHT_KJ_PER_MOL * unit.kilojoule_per_mole,
-                 deposit_interval: int = DEPOSIT_INTERVAL,
+    def __init__(self, variables: Sequence[WalkerVariable], walkers: int, temperature=None, bias_factor: float = 10.0,
+                 height=1.0 * unit.kilojoule_per_mole, deposit_interval: int = DEPOSIT_INTERVAL,
                  record_interval: int | None = None):
         variables = list(variables)
         if not 1 <= len(variables) <= 3:
@@ -287,13 +295,16 @@ class SharedBiasMetadynamics:
     @classmethod
     def for_torsions(cls, topology, torsions="phi:1,psi:1", width=TORSION_WIDTH_RAD * unit.radian,
                      grid_points: int | None = None, angle_switch: float = ANGLE_SWITCH,
+                     bias_factor: float = TORSION_BIAS_FACTOR,
+                     height=TORSION_HEIGHT_KJ_PER_MOL * unit.kilojoule_per_mole,
                      **kwargs) -> "SharedBiasMetadynamics":
         """A bias on named torsions (``"phi:1,psi:1"``) of every chain of a walk topology (or a
-        Simulation's), with the bond-angle switch ``angle_switch`` (0: none); ``kwargs`` as the
-        constructor's."""
+        Simulation's), with the bond-angle switch ``angle_switch`` (0: none) and the gentle torsion
+        defaults (module docstring); ``kwargs`` as the constructor's."""
         topology = getattr(topology, "topology", topology)
         walkers, _ = chain_atoms(topology)
-        return cls(torsion_variables(topology, torsions, width, grid_points, angle_switch), walkers, **kwargs)
+        return cls(torsion_variables(topology, torsions, width, grid_points, angle_switch), walkers,
+                   bias_factor=bias_factor, height=height, **kwargs)
 
     def _cv_name(self, k: int, j: int) -> str:
         return f"s{k}_{j}"
@@ -404,7 +415,7 @@ class SharedBiasMetadynamics:
             self.frame_c.append(self.c_of_t())
             self.frame_steps.append(int(step))
         if depositing:
-            self._deposit(cvs, bias)
+            self._deposit(cvs, bias, scales)
             self._force.updateParametersInContext(simulation.context)
             _potential_changed(simulation)
 
@@ -430,10 +441,12 @@ class SharedBiasMetadynamics:
         """S_k of every walker in ``context``, [K] (1 where no variable carries a scale)."""
         return self._split(self._force.getCollectiveVariableValues(context))[1]
 
-    def _deposit(self, cvs: np.ndarray, bias: np.ndarray) -> None:
-        """One Gaussian per walker, height h·exp(−V(s_k)/(k_B ΔT)); OpenMM's grid rule, vectorised."""
+    def _deposit(self, cvs: np.ndarray, bias: np.ndarray, scales: np.ndarray | None = None) -> None:
+        """One Gaussian per walker, height h·S_k·exp(−V(s_k)/(k_B ΔT)); OpenMM's grid rule, vectorised."""
         delta_t = (self.bias_factor - 1.0) * self.temperature
         heights = self.height * np.exp(-bias / kT_kj_per_mol(delta_t))
+        if scales is not None:
+            heights = heights * scales
         total = np.zeros_like(self.bias_grid)
         for k in range(self.walkers):
             axes = []
@@ -544,7 +557,8 @@ class SharedBiasMetadynamics:
         return float(kT * (logsumexp(g / (g - 1) * v) - logsumexp(v / (g - 1))))
 
     def free_energy(self) -> np.ndarray:
-        """F(s) = −(γ/(γ−1))·V(s) on the grid (kJ/mol, up to a constant), well-tempered's estimate."""
+        """F(s) = −(γ/(γ−1))·V(s) on the grid (kJ/mol, up to a constant), well-tempered's estimate
+        (approximate when the variables carry a scale, as torsions do: module docstring)."""
         return -(self.bias_factor / (self.bias_factor - 1.0)) * self.bias_grid
 
     def weights(self) -> np.ndarray:
@@ -561,7 +575,7 @@ class SharedBiasMetadynamics:
             "limits": np.asarray(self._limits, dtype=float),
             "grid_points": np.asarray(self._widths, dtype=np.int64),
             "bias_widths": np.asarray([v.biasWidth for v in self.variables], dtype=float),
-            "bias_scales": np.asarray([v.scale_setting for v in self.variables], dtype=float),
+            "scale_settings": np.asarray([v.scale_setting for v in self.variables], dtype=float),
             "periodic": np.asarray(self.periodic),
             "walkers": np.asarray(self.walkers),
             "bias_factor": np.asarray(self.bias_factor),
@@ -591,12 +605,15 @@ class SharedBiasMetadynamics:
         with np.load(os.fspath(path)) as data:
             kept = {key: data[key] for key in data.files}
         version = int(kept.get("version", 0))
-        if version != _FILE_VERSION:
-            raise ValueError(f"{path}: bias file format {version}, this version of openmm-jamun reads "
-                             f"{_FILE_VERSION} (the torsion bias gained its bond-angle switch); start a new run")
+        if version == 1 and "scale_settings" not in kept:  # format 1: no variable carried a scale
+            kept["scale_settings"] = np.zeros(len(self.variables))
+        if version not in (1, _FILE_VERSION):
+            raise ValueError(f"{path}: bias file format {version}; this version of openmm-jamun reads 1 and "
+                             f"{_FILE_VERSION}")
         for key, value in self._settings().items():
             if key not in kept or kept[key].shape != value.shape or not np.allclose(kept[key], value):
-                raise ValueError(f"{path}: the saved bias has {key} = {kept.get(key)}, this one {value}")
+                label = "scale_settings (the bond-angle switch's s0; 0: none)" if key == "scale_settings" else key
+                raise ValueError(f"{path}: the saved bias has {label} = {kept.get(key)}, this one {value}")
         saved_t = float(kept["temperature"])
         if not math.isnan(saved_t):
             if self.temperature is not None and not math.isclose(saved_t, self.temperature, rel_tol=1e-6):

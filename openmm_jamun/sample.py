@@ -33,8 +33,8 @@ from .relax_run import relax_samples, relaxation_is_current
 from .records import CHECKPOINT, RUN, TOPOLOGY, RunFiles, check_same_settings, read_json, write_json
 from .force import check_walk, find_score_module, force_has_energy
 from .integrator import AcceptanceStateDataReporter, JamunIntegrator
-from .metadynamics import (ANGLE_SWITCH, DEPOSIT_INTERVAL, TORSION_BIAS_FACTOR, TORSION_HEIGHT_KJ_PER_MOL, TORSION_WIDTH_RAD,
-                           SharedBiasMetadynamics, parse_torsions, torsion_quartets)
+from .metadynamics import (ANGLE_SWITCH, DEPOSIT_INTERVAL, TORSION_BIAS_FACTOR, TORSION_HEIGHT_KJ_PER_MOL,
+                           TORSION_WIDTH_RAD, SharedBiasMetadynamics, parse_torsions, torsion_quartets)
 from .reporter import JumpReporter
 from .simulation import WalkSimulation, create_walk_simulation
 from .trajectory import truncate_trajectory
@@ -117,7 +117,7 @@ def attach_metadynamics(simulation: WalkSimulation, settings: dict, interval: in
         simulation, settings["torsions"], width=settings["width_rad"] * unit.radian,
         bias_factor=settings["bias_factor"], height=settings["height_kj_per_mol"] * unit.kilojoule_per_mole,
         deposit_interval=settings["deposit_interval"], record_interval=interval,
-        angle_switch=settings.get("angle_switch", ANGLE_SWITCH))
+        angle_switch=settings.get("angle_switch", 0.0))  # a run from before the switch had none
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # a direct model's reweighting is approximate: run.json says so ("exact")
         metad.add_to(simulation)
@@ -170,7 +170,7 @@ class _CheckpointReporter:
 
 
 def write_weights(metad: SharedBiasMetadynamics, path: str) -> dict:
-    """``weights.csv``: one row per clean frame and chain (frame, chain, step, the bias V the walk
+    """``weights.csv``: one row per clean frame and chain (frame, chain, step, the bias V·S the walk
     felt there and c(t), kJ/mol, and the normalised weight), in the samples' order; returns the run
     record's summary."""
     weights = metad.weights()
@@ -186,7 +186,7 @@ def write_weights(metad: SharedBiasMetadynamics, path: str) -> dict:
     flat = weights.ravel()
     return {"deposits": metad.deposits, "frames": len(metad.frame_steps),
             "effective_sample_size": float(flat.sum() ** 2 / max((flat ** 2).sum(), 1e-300)),
-            "reweighting": "c(t), Tiwary & Parrinello 2015: w ~ exp((V(s,t) - c(t))/kT)"}
+            "reweighting": "c(t), Tiwary & Parrinello 2015: w ~ exp((V(s,t)*S - c(t))/kT), S the bond-angle switch"}
 
 
 def check_counts(steps: int, chains: int, interval: int) -> None:

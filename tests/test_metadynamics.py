@@ -286,3 +286,62 @@ def test_the_torsion_bias_force_stays_bounded_at_a_straight_bond_angle():
     assert straight_plain.max() > 50 * ordinary_plain.max()  # the singularity the switch removes
     assert straight.max() < 3 * ordinary.max()
     assert bias == pytest.approx(energy.value_in_unit(unit.kilojoule_per_mole), rel=1e-9, abs=1e-9)
+
+
+def _one_chain_metad(y, angle_switch=ANGLE_SWITCH):
+    """A φ(1) bias on a one-chain AA walk at positions ``y`` (no JAMUN force), V = 2 kJ/mol everywhere,
+    recording and depositing at every step; and its Simulation."""
+    from openmm import app
+
+    noised = _dipeptide_system("AA", 1)
+    metad = SharedBiasMetadynamics.for_torsions(noised.topology, "phi:1", temperature=300, height=1.0,
+                                                bias_factor=4, deposit_interval=1, record_interval=1,
+                                                angle_switch=angle_switch)
+    metad.bias_grid[:] = 2.0
+    metad._set_table(metad._table)
+    simulation = app.Simulation(noised.topology, noised.system, openmm.VerletIntegrator(0.001),
+                                openmm.Platform.getPlatformByName("Reference"))
+    simulation.context.setPositions(y)
+    metad.add_to(simulation)
+    return metad, simulation
+
+
+def test_a_walker_records_the_bias_it_felt_and_deposits_in_proportion():
+    """The weights' record is V·S, the bias the walker felt, and its deposit is h·S·exp(−V/kΔT): a
+    walker whose bond angle is straight (S ≈ 0) feels and deposits almost nothing."""
+    noised = _dipeptide_system("AA", 1)
+    clean = noised.clean_positions.value_in_unit(unit.nanometer).copy()
+    n_, ca, c = torsion_quartets(noised.topology, "phi:1")[0][1:]
+    straight = clean.copy()
+    straight[c] = clean[ca] + 0.152 * (clean[ca] - clean[n_]) / np.linalg.norm(clean[ca] - clean[n_])
+    kT_delta = 3 * 300 * 0.00831446261815324  # k_B (γ − 1) T
+    for y, felt in ((clean, 1.0), (straight, 0.0)):
+        metad, simulation = _one_chain_metad(y)
+        scale = float(metad.bias_scales(simulation.context)[0])
+        assert scale == pytest.approx(felt, abs=2e-3)
+        felt_bias = metad.bias_at(y)[0]
+        metad.report(simulation, None)  # step 0: a record, then a deposit
+        assert metad.frame_bias[0][0] == pytest.approx(2.0 * scale, abs=1e-9)
+        assert metad.frame_bias[0][0] == pytest.approx(felt_bias, abs=1e-9)
+        deposited = (metad.bias_grid - 2.0).max()
+        assert deposited == pytest.approx(scale * np.exp(-2.0 / kT_delta), rel=0.02, abs=2e-3)
+        assert metad.weights().shape == (1, 1)
+
+
+def test_a_bias_file_from_before_the_switch_resumes_only_without_it(tmp_path):
+    """A format-1 bias file (no scale settings) continues a bias without the switch, the bias it
+    was made with; with the switch on, loading it is an error that names the switch."""
+    noised = _dipeptide_system("AA", 1)
+    old = SharedBiasMetadynamics.for_torsions(noised.topology, "phi:1", temperature=300, angle_switch=0.0)
+    old.bias_grid[:] = 1.5
+    old.save(tmp_path / "bias.npz")
+    with np.load(tmp_path / "bias.npz") as data:
+        kept = {key: data[key] for key in data.files if key != "scale_settings"}
+    kept["version"] = np.asarray(1)
+    with open(tmp_path / "old.npz", "wb") as handle:
+        np.savez(handle, **kept)
+    again = SharedBiasMetadynamics.for_torsions(noised.topology, "phi:1", temperature=300, angle_switch=0.0)
+    assert np.all(again.load(tmp_path / "old.npz").bias_grid == 1.5)
+    switched = SharedBiasMetadynamics.for_torsions(noised.topology, "phi:1", temperature=300)
+    with pytest.raises(ValueError, match="bond-angle switch"):
+        switched.load(tmp_path / "old.npz")

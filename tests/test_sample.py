@@ -382,6 +382,7 @@ def test_metadynamics_run_writes_weights_frame_by_frame_resumes_and_is_analysed(
     np.testing.assert_array_equal(rows[::2, 2], np.arange(10, 101, 10))  # frame i is step 10(i+1)
     record = json.loads((out / "run.json").read_text())
     assert record["metad"]["torsions"] == "psi:1,phi:1" and record["metadynamics"]["deposits"] == 5
+    assert record["metad"]["angle_switch"] == 0.1  # the torsion bias's bond-angle switch, kept for a resume
     assert record["metadynamics"]["exact"] is False  # the analytic Gaussian here is a direct model
     assert (out / "bias.npz").is_file()
     assert main([*base, "--steps", "200", "--resume"]) == 0  # the run's own deposit interval, kept
