@@ -1,13 +1,30 @@
-"""Shared pieces of the benchmarks: a pure-PyTorch BAOAB walk (the published code's way), timers and
-the torsion basins the benchmarks count."""
+"""Shared pieces of the benchmarks: a pure-PyTorch BAOAB walk (the published code's way), timers,
+the torsion basins the benchmarks count, and the reuse of a benchmark's finished walk."""
 
 import math
+import os
 import time
+from pathlib import Path
 
 import numpy as np
 import torch
 
 from openmm_jamun.analysis.torsions import torsions
+from openmm_jamun.model.registry import resolve_model
+from openmm_jamun.records import read_json
+
+
+def finished_walk(out, model, steps, **settings):
+    """The run record in ``out`` if it is a finished walk of ``model`` for ``steps`` steps whose
+    run.json holds ``settings`` (its keys and values), else None: a benchmark reuses only its own
+    walk, never one left by another model or other settings."""
+    path = os.path.join(out, "run.json")
+    if not os.path.isfile(path):
+        return None
+    record = read_json(path)
+    if Path(record["model"]).resolve() != resolve_model(model).resolve() or record.get("steps_done") != steps:
+        return None
+    return record if all(record.get(key) == value for key, value in settings.items()) else None
 
 
 def torch_baoab(denoiser, y, steps, sigma=0.04, delta=None, friction=1.0, M=1.0, clip=100.0, generator=None):

@@ -26,28 +26,22 @@ import os
 import sys
 import time
 import warnings
-from pathlib import Path
 
 import numpy as np
 
 from openmm_jamun.analysis.report import analyze, load_heavy
-from openmm_jamun.model.registry import resolve_model
 from openmm_jamun.records import read_json, write_json
 from openmm_jamun.relax_run import relax_samples, relaxation_is_current
 from openmm_jamun.sample import run_sampling
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from common import BASIN_NAMES, basins  # noqa: E402
+from common import BASIN_NAMES, basins, finished_walk  # noqa: E402
 
 
 def sample(peptide, out, args):
-    run = os.path.join(out, "run.json")
-    if os.path.isfile(run):
-        record = read_json(run)
-        same_model = resolve_model(args.model).resolve() == Path(record["model"]).resolve()
-        if same_model and (record.get("chains"), record.get("steps_done"), bool(record.get("metropolis")),
-                           record.get("timestep_ps")) == (args.chains, args.steps, args.metropolis, args.timestep):
-            return record  # this evaluation's walk, finished before
+    record = finished_walk(out, args.model, args.steps, chains=args.chains, timestep_ps=args.timestep)
+    if record is not None and bool(record.get("metropolis")) == args.metropolis:
+        return record  # this evaluation's walk, finished before
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         return run_sampling(peptide, out, model=args.model, steps=args.steps, chains=args.chains, seed=0,

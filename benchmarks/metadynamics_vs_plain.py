@@ -35,25 +35,19 @@ from openmm_jamun.analysis.report import load_heavy, sample_weights  # noqa: E40
 from openmm_jamun.analysis.torsions import torsion_jsds  # noqa: E402
 from openmm_jamun.analysis.validity import ValidityChecker, frame_validity, validity_summary  # noqa: E402
 from openmm_jamun.records import read_json  # noqa: E402
-from openmm_jamun.model.registry import resolve_model  # noqa: E402
 from openmm_jamun.sample import METAD_DEFAULTS, metad_settings, run_sampling  # noqa: E402
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from common import basins  # noqa: E402
+from common import basins, finished_walk  # noqa: E402
 
 FRACTIONS = (0.1, 0.2, 0.5, 1.0)
 
 
 def run(peptide, out, args, metad):
     """The walk in ``out``: a finished one with the same settings is reused, anything else replaced."""
-    path = os.path.join(out, "run.json")
-    if os.path.isfile(path):
-        record = read_json(path)
-        same = (record.get("steps_done") == args.steps and record.get("chains") == args.chains
-                and record.get("seed") == args.seed and record.get("metad") == metad
-                and record.get("model") == str(resolve_model(args.model)))
-        if same:
-            return record
+    record = finished_walk(out, args.model, args.steps, chains=args.chains, seed=args.seed, metad=metad)
+    if record is not None:
+        return record
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         return run_sampling(peptide, out, model=args.model, steps=args.steps, chains=args.chains, seed=args.seed,
