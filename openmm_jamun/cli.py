@@ -120,6 +120,10 @@ def cmd_sample(args) -> int:
           f"{record['wall_time_s']} s ({record['steps_per_s']} steps/s); raw jumps valid {record['validity']['valid_fraction']:.1%} "
           f"-> {args.out}/samples.dcd"
           + (f", {record['ramachandran']}" if record.get("ramachandran") else ""))
+    if "acceptance" in record:
+        acceptance = record["acceptance"]
+        print(f"Metropolis acceptance {acceptance['rate']:.1%} ({acceptance['accepted']} of {acceptance['proposed']} "
+              f"steps at {record['timestep_ps'] or record['sigma_nm']:g} ps)")  # JAMUN's default step is σ in ps
     if "metadynamics" in record:
         bias = record["metadynamics"]
         print(f"metadynamics on {record['metad']['torsions']}: {bias['deposits']} depositions; weights of every frame -> "

@@ -357,6 +357,12 @@ def run_sampling(source: str, out: str, model: str | None = None, steps: int = 1
         save_record()
     if interrupted:
         raise KeyboardInterrupt
+    if integrator.metropolis and integrator.n_trials and integrator.acceptance_rate < LOW_ACCEPTANCE_WARNING:
+        warnings.warn(
+            f"the Metropolis walk of {name} accepted {integrator.acceptance_rate:.0%} of its steps: it moves "
+            "slowly. A smaller step (timestep_ps, `--timestep`) raises the acceptance: at JAMUN's step even "
+            "the exact noised density of a capped dipeptide accepts about half of one chain's steps and "
+            "under a tenth of eight chains' (docs/design.md; benchmarks/metropolis_acceptance.py).", stacklevel=2)
 
     # 4. What the samples are worth.
     traj = load_heavy(str(out_path))  # every chain's samples, pooled
@@ -377,6 +383,8 @@ def run_sampling(source: str, out: str, model: str | None = None, steps: int = 1
 
 #: Warn when more than this fraction of the samples fell apart (a bond off by more than FELL_APART_NM).
 FELL_APART_WARNING = 0.05
+#: Warn when a Metropolis walk accepted fewer than this fraction of its steps.
+LOW_ACCEPTANCE_WARNING = 0.5
 
 
 def check_samples(traj, out_path: Path, name: str) -> dict:

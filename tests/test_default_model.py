@@ -183,7 +183,7 @@ def test_uncapped_peptides_are_flagged_and_sampled_without_a_plot(tmp_path):
     assert not (tmp_path / "u" / "ramachandran.png").exists()
 
 
-def test_shipped_energy_model_is_selectable_by_name(tmp_path):
+def test_shipped_energy_model_is_selectable_by_name(tmp_path, capsys):
     """capped_2aa_energy: the conservative fine-tune, shipped beside the default and chosen by name.
     Its export reports an energy whose gradient is the jump, with the card's bond tail, and a
     Metropolis run records its acceptance."""
@@ -208,3 +208,4 @@ def test_shipped_energy_model_is_selectable_by_name(tmp_path):
                  "--steps", "20", "--chains", "2", "--raw", "--out", str(out), "--quiet"]) == 0
     run = json.loads((out / "run.json").read_text())
     assert run["metropolis"] and run["acceptance"]["proposed"] == 20 and 0 < run["acceptance"]["rate"] <= 1
+    assert f"Metropolis acceptance {run['acceptance']['rate']:.1%} (" in capsys.readouterr().out
