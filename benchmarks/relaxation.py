@@ -7,7 +7,8 @@ Input: a `jamun sample` run dir (samples.dcd + topology.pdb; K chains pooled) or
   Contexts of each size and of its later, smaller stages are built before timing, as a long
   relaxation keeps them);
 * validity (openmm_jamun.analysis.validity) of the raw and the relaxed frames, and which checks
-  fail; of the reference too when one is given (what the definition says of real MD);
+  fail; of the reference too when one is given (what the definition says of real MD); how far the
+  raw frames' CA centres on the D side are from planar (nearly planar ones are finished L);
 * heavy-atom RMS shift of the relaxation;
 * for a run dir: what relaxing every frame adds to the run's wall time (``jamun sample``'s default
   against ``--raw``), from the statistics run's rate;
@@ -32,8 +33,9 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from openmm_jamun.analysis.report import load_heavy  # noqa: E402
 from openmm_jamun.analysis.torsions import torsion_jsds  # noqa: E402
-from openmm_jamun.analysis.validity import CHECKS, frame_validity, validity_summary  # noqa: E402
-from openmm_jamun.relax import Relaxer  # noqa: E402
+from openmm_jamun.analysis.validity import (CHECKS, ValidityChecker, _dihedrals, frame_validity,  # noqa: E402
+                                            validity_summary)
+from openmm_jamun.relax import MIRRORED_IMPROPER_DEG, Relaxer  # noqa: E402
 
 
 def evenly_spaced(traj, count):
@@ -151,6 +153,19 @@ def main():
     print(f"  raw failing:     {failing(raw_validity)}")
     print(f"  relaxed failing: {failing(relaxed_validity)}; reasons {reasons}; "
           f"restraints released in {out['released_restraints']['frames']} frames")
+    # every raw frame's CA centres on the D side, and how far: nearly planar ones are finished L
+    quartets = ValidityChecker(raw_all.topology, frames[first]).chiral_quads[:, [1, 0, 2, 3]]
+    improper = np.degrees(_dihedrals(raw_all.xyz.astype(np.float64), quartets)) if len(quartets) else np.zeros(0)
+    d_side = np.sort(improper[improper < 0])
+    out["raw_d_side_centres"] = {"centres": int(improper.size), "d_side": int(d_side.size),
+                                 "nearly_planar": int((d_side >= -MIRRORED_IMPROPER_DEG).sum()),
+                                 "improper_deg_min": float(d_side[0]) if d_side.size else None,
+                                 "l_improper_deg_median": float(np.median(improper[improper > 0]))}
+    print(f"  raw CA centres on the D side (all {raw_all.n_frames} frames): {d_side.size} of {improper.size}"
+          + (f", {out['raw_d_side_centres']['nearly_planar']} within {MIRRORED_IMPROPER_DEG:g}° of planar (finished L), "
+             f"the furthest {d_side[0]:.1f}°" if d_side.size else "")
+          + f"; L centres' median improper {out['raw_d_side_centres']['l_improper_deg_median']:.1f}°; "
+          f"finished L in these {len(frames)} frames: {int(result.planar_centres_finished.sum())}")
     run_record = os.path.join(args.samples, "run.json")
     if os.path.isfile(run_record):  # a sample run: what relaxing all of its frames adds to its wall time
         with open(run_record) as handle:

@@ -139,7 +139,9 @@ def _print_relaxation(relaxation: dict, out: str) -> None:
     failing = ", ".join(f"{check} {fraction:.1%}" for check, fraction in relaxed["failing_fraction"].items() if fraction)
     print(f"relaxed all-atom samples -> {out}/relaxed.dcd ({out}/relaxed_topology.pdb): valid {relaxed['valid_fraction']:.1%}"
           f" (raw jumps {raw['valid_fraction']:.1%}){'; failing: ' + failing if failing else ''}; heavy atoms moved "
-          f"{10 * relaxation['mean_rms_shift_nm']:.2f} Å RMS")
+          f"{10 * relaxation['mean_rms_shift_nm']:.2f} Å RMS"
+          + (f"; {relaxation['planar_centres_finished']} nearly planar CA(s) on the D side finished L"
+             if relaxation.get("planar_centres_finished") else ""))
 
 
 def cmd_relax(args) -> int:

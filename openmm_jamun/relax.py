@@ -10,7 +10,7 @@ it can (AlphaFold's amber relaxation, batched):
    atoms (P's first two heavy neighbours, or its one neighbour and that neighbour's first other
    heavy neighbour). A parent with three heavy neighbours (an sp3 centre such as CA) is mirrored
    when the frame's centre is the template's mirror image, so a D residue gets D hydrogens instead
-   of a hydrogen pushed into its CB. This is per frame, in closed form: deterministic and
+   of a hydrogen pushed into its CB (a chiral CA: when it is finished D, step 3). This is per frame, in closed form: deterministic and
    independent of what else is in the batch.
 2. A System per batch of B frames: amber14 (``amber14-all.xml``) in vacuum, or with
    ``implicit="gbn2"`` the GBn2 solvent of the reference MD, no constraints; B non-interacting
@@ -46,8 +46,9 @@ it can (AlphaFold's amber relaxation, batched):
    atoms' release frees the bonded heavy neighbours of every released atom in the next round; at
    most ``release_rounds`` rounds. A trans peptide bond bent past the ω tolerance (|ω| between 90° and 150°: a blurred
    amide plane, like a stretched bond) releases the atoms of its plane (α(i), C, O, N, α(i+1)) the same way. Chirality and cis
-   peptide bonds (|ω| < 90°) release nothing: relaxation must not turn a D residue into L (or an
-   L one into D) or flip an ω, it reports them.
+   peptide bonds (|ω| < 90°) release nothing: relaxation must not turn a mirrored residue into L
+   (or an L one into D) or flip an ω, it reports them. (A nearly planar centre is finished L:
+   ``MIRRORED_IMPROPER_DEG``.)
 
 Frames that cannot be relaxed are kept and marked: a non-finite input frame, or one whose
 minimisation fails, gets NaN positions, ``valid`` False and a reason. A frame too extended for the
@@ -85,18 +86,27 @@ DEFAULT_RESTRAINT_K = 10.0 * unit.kilocalorie_per_mole / unit.angstrom**2
 DEFAULT_TORSION_RESTRAINT_K = 300.0 * unit.kilojoule_per_mole / unit.radian**2
 #: Each chiral centre and each peptide bond the validity checks (X-Pro is not) keeps the side it has
 #: in the input, by a one-sided restraint k·max(0, c₀ − (a cos θ + b sin θ))² (kJ/mol) on its torsion θ:
-#: * a chiral CA's improper (CA, N, C, CB), about ±33° in a relaxed residue, stays at least
-#:   CHIRAL_IMPROPER_MIN_DEG on the input's side of 0 (a = 0, b = ±1). A blurred jump can have a
+#: * a chiral CA's improper (CA, N, C, CB), about ±34° in a relaxed residue, stays at least
+#:   CHIRAL_IMPROPER_MIN_DEG on its side of 0 (a = 0, b = ±1). A blurred jump can have a
 #:   nearly planar CA that the force field would otherwise finish on either side
-#:   (tests/data/qw_jump_nearly_planar_ca.npz is one, from the card's QW walk).
+#:   (tests/data/qw_jump_nearly_planar_ca.npz is one, from the card's QW walk). The side is the
+#:   input frame's, except that a centre on the D side by less than MIRRORED_IMPROPER_DEG, nearer
+#:   planar than a mirrored centre, is finished with the input structure's hand (L, the only hand
+#:   the models know): its CB and hydrogen are reflected through the N-CA-C plane before
+#:   minimisation, which moves them by twice their small height over it. In the card walks' jumps
+#:   every D-side centre is of that kind (0-21° below planar, where their L centres sit at about
+#:   +31°), the blur of an L centre rather than a mirrored one. ``RelaxResult.planar_centres_finished``
+#:   counts them.
 #: * ω of a peptide bond that is trans-side in the input (|ω| > 90°) is held at |ω| ≥
 #:   TRANS_OMEGA_MIN_DEG, 5° inside the validity's tolerance so that a minimised frame ends within
 #:   it (a = −1: a bent amide plane is straightened, never turned over), and a
 #:   cis-side one stays cis-side (a = 1, |ω| ≤ 90°, the side of amber's ω barrier it is on). Once the
 #:   safeguard releases an amide's atoms, nothing else holds ω, and amber14 could turn a trans bond
 #:   of the jump over (tests/data/aa_jump_trans.npz, from the card's AA walk).
-#: It never turns a D centre into L or a cis bond trans: those are the jump's, and reported.
+#: It never turns a mirrored centre into L or a cis bond trans: those are the jump's, and reported.
 CHIRAL_IMPROPER_MIN_DEG = 20.0
+#: Half a relaxed centre's improper (amber14: 34°).
+MIRRORED_IMPROPER_DEG = 17.0
 TRANS_OMEGA_MIN_DEG = 180.0 - OMEGA_TOLERANCE_DEG + 5.0
 CIS_OMEGA_MAX_DEG = 90.0
 SIDE_RESTRAINT_K = 1000.0
@@ -150,7 +160,9 @@ class RelaxResult:
     :mod:`openmm_jamun.analysis.validity` on the relaxed all-atom frames; ``reasons`` None for a
     valid frame, else why not (failed checks, "non-finite input", "minimisation failed: ...");
     ``released_atoms`` [F] how many restraints the safeguard released; ``rms_force`` [F] the final
-    RMS force (kJ/mol/nm) of each frame, restraints included."""
+    RMS force (kJ/mol/nm) of each frame, restraints included; ``planar_centres_finished`` [F] how
+    many chiral centres the input frame had nearly planar on the other side from the input
+    structure's hand, which were finished with that hand (L; ``MIRRORED_IMPROPER_DEG``)."""
 
     positions: np.ndarray
     topology: app.Topology
@@ -160,6 +172,7 @@ class RelaxResult:
     reasons: list
     released_atoms: np.ndarray
     rms_force: np.ndarray
+    planar_centres_finished: np.ndarray | None = None
     settings: dict = field(default_factory=dict)
 
     @property
@@ -317,6 +330,13 @@ class Relaxer:
         # centre, whose sign is its hand (L: +33°), then ω of each peptide bond
         impropers = np.asarray(self.checker.chiral_quads, dtype=np.int64).reshape(-1, 4)[:, [1, 0, 2, 3]]
         self._n_impropers = len(impropers)
+        self._template_hands = np.where(_dihedrals(template_xyz[None], impropers)[0] < 0, -1.0, 1.0)
+        substituents = {int(quartet[0]): [int(quartet[3])] for quartet in impropers}  # CA: its CB, then its H
+        for a, b in self.topology.bonds():
+            for centre, other in ((a, b), (b, a)):
+                if centre.index in substituents and not is_heavy_atom(other):
+                    substituents[centre.index].append(other.index)
+        self._centre_substituents = [substituents[int(quartet[0])] for quartet in impropers]
         omegas = np.asarray(self.checker.omega_quads, dtype=np.int64).reshape(-1, 4)
         self._side_quartets = np.concatenate([impropers, omegas])
         # each checked peptide bond's plane: its ω atoms α(i), C(i), N(i+1), α(i+1) and the carbonyl O(i)
@@ -382,14 +402,34 @@ class Relaxer:
         ``anchors``: the side each torsion is on in them (module constants)."""
         theta = _dihedrals(anchors, self._side_quartets)
         out = np.zeros(theta.shape + (3,))
-        hand = np.where(theta[:, :self._n_impropers] < 0, -1.0, 1.0)
-        out[:, :self._n_impropers, 1] = hand
+        out[:, :self._n_impropers, 1] = np.where(theta[:, :self._n_impropers] < 0, -1.0, 1.0)
         out[:, :self._n_impropers, 2] = math.sin(math.radians(CHIRAL_IMPROPER_MIN_DEG))
         trans = np.abs(theta[:, self._n_impropers:]) > math.radians(CIS_OMEGA_MAX_DEG)
         out[:, self._n_impropers:, 0] = np.where(trans, -1.0, 1.0)
         out[:, self._n_impropers:, 2] = np.where(trans, -math.cos(math.radians(TRANS_OMEGA_MIN_DEG)),
                                                  math.cos(math.radians(CIS_OMEGA_MAX_DEG)))
         return out
+
+    def _turn_nearly_planar_centres(self, xyz: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Frames ``xyz`` [F, n_all, 3] (template order; hydrogens may be unset) with every chiral CA that
+        lies on the other side of planar from the input structure's hand, by less than
+        MIRRORED_IMPROPER_DEG, turned over: its CB and hydrogens reflected through its N-CA-C plane,
+        a move of twice their small height over it. Minimisation then starts on the hand the centre is
+        finished with. Returns the frames and [F] how many centres each had turned."""
+        if not self._n_impropers:
+            return xyz, np.zeros(len(xyz), dtype=np.int64)
+        theta = _dihedrals(xyz, self._side_quartets[:self._n_impropers]) * self._template_hands
+        turn = (theta < 0) & (theta >= -math.radians(MIRRORED_IMPROPER_DEG))
+        out = xyz.copy()
+        for column in np.nonzero(turn.any(axis=0))[0]:
+            ca, n, c, _ = self._side_quartets[column]
+            frames = turn[:, column]
+            normal = np.cross(out[frames, n] - out[frames, ca], out[frames, c] - out[frames, ca])
+            normal /= np.linalg.norm(normal, axis=-1, keepdims=True)
+            for atom in self._centre_substituents[column]:
+                height = np.sum((out[frames, atom] - out[frames, ca]) * normal, axis=-1, keepdims=True)
+                out[frames, atom] -= 2.0 * height * normal
+        return out, turn.sum(axis=1)
 
     def _restrained_torsions(self) -> np.ndarray:
         """The quartets [T, 4] of the φ, ψ and χ torsions of ``self.topology`` (mdtraj's definitions)."""
@@ -632,11 +672,18 @@ class Relaxer:
         rms_force = np.full(count, np.nan)
         released = np.zeros((count, self.n_atoms), dtype=bool)
         failures: list[str | None] = [None if ok else "non-finite input" for ok in finite]
+        planar = np.zeros(count, dtype=np.int64)
 
         todo = np.nonzero(finite)[0]
         if len(todo):
-            start = self.place_hydrogens(heavy[todo]) if given_all_atoms is None else given_all_atoms[todo]
-            anchors = start.copy()
+            if given_all_atoms is None:
+                placed = np.zeros((len(todo), self.n_atoms, 3))
+                placed[:, self.heavy_atom_indices] = heavy[todo]
+                placed, planar[todo] = self._turn_nearly_planar_centres(placed)
+                start = self.place_hydrogens(placed[:, self.heavy_atom_indices])
+            else:
+                start, planar[todo] = self._turn_nearly_planar_centres(given_all_atoms[todo])
+            anchors = start.copy()  # the restraints hold the frame with its nearly planar centres turned
             # frames too extended for the batch's cutoff are relaxed alone (NoCutoff)
             extent = _largest_extent(start)
             alone = extent > self.max_extent_nm
@@ -693,7 +740,7 @@ class Relaxer:
         return RelaxResult(
             positions=positions, topology=self.topology, heavy_atom_indices=self.heavy_atom_indices,
             rms_shift_nm=rms_shift, validity=validity, reasons=reasons, released_atoms=released.sum(axis=1),
-            rms_force=rms_force, settings=self.settings())
+            rms_force=rms_force, planar_centres_finished=planar, settings=self.settings())
 
     def method(self) -> dict:
         """What decides the relaxed frames (JSON-friendly): :func:`relaxation_method` of this Relaxer's settings."""
@@ -720,6 +767,7 @@ def relaxation_method(implicit: str | None = None, restraint_k: float = DEFAULT_
                                                             "torsion_restraint_k"),
             "restrained_torsions": list(TORSION_KINDS),
             "side_restraint": {"k_kj_per_mol": SIDE_RESTRAINT_K, "chiral_improper_min_deg": CHIRAL_IMPROPER_MIN_DEG,
+                               "mirrored_improper_deg": MIRRORED_IMPROPER_DEG,
                                "trans_omega_min_deg": TRANS_OMEGA_MIN_DEG, "cis_omega_max_deg": CIS_OMEGA_MAX_DEG},
             "tolerance_kj_per_mol_nm": to_plain(tolerance, unit.kilojoule_per_mole / unit.nanometer, "tolerance"),
             "max_iterations": int(max_iterations), "release_rounds": int(release_rounds),

@@ -137,7 +137,8 @@ def relax_samples(run_dir, *, implicit: str | None = None, batch_size: int | Non
                 if reason is not None:
                     reasons[reason] = reasons.get(reason, 0) + 1
             batches.append({"raw": raw, "relaxed": relaxed, "rms_shift_sum_nm": float(np.nansum(result.rms_shift_nm)),
-                            "invalid_reasons": reasons, "wall_s": round(wall_s, 3)})
+                            "invalid_reasons": reasons, "wall_s": round(wall_s, 3),
+                            "planar_centres_finished": int(result.planar_centres_finished.sum())})
             bar.update(len(batch))
     finally:
         bar.close()
@@ -151,7 +152,7 @@ def relax_samples(run_dir, *, implicit: str | None = None, batch_size: int | Non
 
 
 def _summary(batches: list, chains: int) -> dict:
-    raw, relaxed, reasons, shift = _empty_counts(), _empty_counts(), {}, 0.0
+    raw, relaxed, reasons, shift, planar = _empty_counts(), _empty_counts(), {}, 0.0, 0
     for batch in batches:
         for total, part in ((raw, batch["raw"]), (relaxed, batch["relaxed"])):
             total["frames"] += part["frames"]
@@ -159,8 +160,10 @@ def _summary(batches: list, chains: int) -> dict:
             for check in CHECKS:
                 total["failing"][check] += part["failing"][check]
         shift += batch["rms_shift_sum_nm"]
+        planar += batch.get("planar_centres_finished", 0)
         for reason, count in batch["invalid_reasons"].items():
             reasons[reason] = reasons.get(reason, 0) + count
     return {"frames": raw["frames"] // chains, "raw": _fractions(raw), "relaxed": _fractions(relaxed),
             "invalid_reasons": reasons, "mean_rms_shift_nm": shift / max(relaxed["frames"], 1),
+            "planar_centres_finished": planar,
             "wall_time_s": round(sum(batch.get("wall_s", 0.0) for batch in batches), 2)}

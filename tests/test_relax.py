@@ -103,6 +103,34 @@ def test_mirrored_frame_stays_d_and_is_reported(aa, relaxer):
                                    relaxer._template_xyz[atoms[(r, "HA")]] * np.array([-1.0, 1.0, 1.0]), atol=1e-9)
 
 
+def test_a_nearly_planar_d_side_centre_is_finished_l_and_counted(aa, relaxer):
+    """ALA2's CB pushed through the N-CA-C plane: a few degrees past planar (a blurred L centre, as the
+    jumps have them) is finished L, with its HA opposite the CB, and counted; as far as a mirrored
+    centre, it stays D and is reported."""
+    _, _, heavy_topology, heavy_xyz = aa
+    index = heavy_index(heavy_topology)
+    frames = []
+    for past_planar in (0.25, 0.9):  # CB's height over the plane, as a fraction of its clean height, on the other side
+        frame = heavy_xyz.copy()
+        n, ca, c, cb = (frame[index[(1, name)]] for name in ("N", "CA", "C", "CB"))
+        normal = np.cross(n - ca, c - ca) / np.linalg.norm(np.cross(n - ca, c - ca))
+        frame[index[(1, "CB")]] = cb - (1 + past_planar) * ((cb - ca) @ normal) * normal
+        frames.append(frame)
+    frames = np.array(frames)
+    quartet = np.array([[index[(1, name)] for name in ("CA", "N", "C", "CB")]])
+    improper = np.degrees(_dihedrals(frames, quartet))[:, 0]
+    assert -17.0 < improper[0] < 0.0 and improper[1] < -25.0
+    result = relaxer.relax(frames)
+    d, labels = d_amino_acids(result.positions, result.topology)
+    assert labels == ["ALA2", "ALA3"]
+    assert result.valid[0] and not d[0].any() and result.planar_centres_finished.tolist() == [1, 0]
+    assert d[1].tolist() == [True, False] and result.reasons[1] == "chirality"
+    atoms = {(a.residue.index, a.name): a.index for a in result.topology.atoms()}
+    n, ca, c, cb, ha = (result.positions[0, atoms[(1, name)]] for name in ("N", "CA", "C", "CB", "HA"))
+    normal = np.cross(n - ca, c - ca)
+    assert np.sign((cb - ca) @ normal) == -np.sign((ha - ca) @ normal)
+
+
 def test_safeguard_releases_restraints_that_hold_a_frame_invalid(aa):
     """Restraints stiff enough to hold a stretched bond: only releasing them (AlphaFold's second round) repairs it."""
     _, _, heavy_topology, heavy_xyz = aa

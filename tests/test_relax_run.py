@@ -34,6 +34,7 @@ def test_sample_writes_relaxed_all_atom_frames_in_the_chain_layout(relaxed_run):
     record = json.loads(open(relaxed_run.record).read())["relaxation"]
     assert record["frames"] == 4 and record["relaxed"]["frames"] == 8
     assert record["relaxed"]["valid_fraction"] > record["raw"]["valid_fraction"]
+    assert record["planar_centres_finished"] == sum(batch["planar_centres_finished"] for batch in record["batches"])
 
 
 def test_relax_resumes_after_the_last_whole_frame(relaxed_run):
