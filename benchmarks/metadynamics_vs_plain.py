@@ -6,7 +6,10 @@ growing prefixes of each run (in steps and wall seconds) it prints:
 
 * the JS distance (base e, mean over backbone and side-chain torsions, 1-D) of the samples —
   reweighted for the metadynamics run — to the model's own long plain walk (`--long`, a finished
-  `jamun sample` run: the sampler's error apart from the model's) and to the reference MD;
+  `jamun sample` run: the sampler's error apart from the model's) and to the reference MD, and the
+  mean 1-D JS distance of the biased torsions alone to the long walk;
+* whether the metadynamics run, at a fifth of its length, is as close to the long walk as the plain
+  run at its full length (both JS distances), and the ratio of their wall times;
 * how many of the reference's basins (φ/ψ: αR, β/PPII, αL per residue; χ1: g+, t, g− per side
   chain; a basin counts when the reference puts ≥ 1% there) the run has visited, and the first step
   at which it had visited them all;
@@ -91,6 +94,7 @@ def main():
     visited_by_reference = {key: {b for b in np.unique(v) if np.mean(v == b) >= 0.01}
                             for key, v in reference_basins.items()}
     wanted = sum(len(v) for v in visited_by_reference.values())
+    biased = metad["torsions"].split(",")
     results = {}
     for kind, record in records.items():
         directory = os.path.join(args.out, kind)
@@ -122,7 +126,8 @@ def main():
                 return float(np.mean(values))
 
             rows.append({"steps": f * int(record["interval"]), "wall_s": fraction * record["wall_time_s"],
-                         "jsd_to_long_walk": mean_jsd(to_long), "jsd_to_reference": mean_jsd(to_reference)})
+                         "jsd_to_long_walk": mean_jsd(to_long), "jsd_to_reference": mean_jsd(to_reference),
+                         "biased_jsd_to_long_walk": float(np.mean([to_long["torsion_1d"][key] for key in biased]))})
         results[kind] = {"rows": rows, "steps_to_visit_every_reference_basin": first_all,
                          "reference_basins": wanted, "fell_apart_fraction": validity["fell_apart_fraction"],
                          "valid_raw_fraction": validity["valid_fraction"], "wall_time_s": record["wall_time_s"],
@@ -132,11 +137,18 @@ def main():
                    "long_walk_decorrelation_steps": decorrelation_steps}, handle, indent=2)
     print(f"{args.peptide}, {args.chains} chains, metadynamics on {metad['torsions']} (bias factor {args.bias_factor}); "
           f"JSD = mean of backbone and side-chain 1-D JS distances (base e)")
-    print(f"{'run':<6}{'steps':>7}{'wall s':>9}{'JSD to long walk':>18}{'JSD to reference':>18}")
+    print(f"{'run':<6}{'steps':>7}{'wall s':>9}{'JSD to long walk':>18}{'JSD to reference':>18}"
+          f"{'biased torsions to long walk':>30}")
     for kind, result in results.items():
         for row in result["rows"]:
             print(f"{kind:<6}{row['steps']:>7}{row['wall_s']:>9.0f}{row['jsd_to_long_walk']:>18.3f}"
-                  f"{row['jsd_to_reference']:>18.3f}")
+                  f"{row['jsd_to_reference']:>18.3f}{row['biased_jsd_to_long_walk']:>30.3f}")
+    fifth = next(row for fraction, row in zip(FRACTIONS, results["metad"]["rows"]) if fraction == 0.2)
+    full = results["plain"]["rows"][-1]
+    for label, key in (("all torsions", "jsd_to_long_walk"), ("biased torsions", "biased_jsd_to_long_walk")):
+        print(f"{label}: metadynamics at {fifth['steps']} steps ({fifth['wall_s'] / full['wall_s']:.2f} of the plain "
+              f"walk's wall time) {fifth[key]:.3f} against the plain walk's {full[key]:.3f} at {full['steps']} steps: "
+              + ("as close or closer" if fifth[key] <= full[key] else "further"))
     for kind, result in results.items():
         print(f"{kind}: every one of the reference's {result['reference_basins']} basins visited by step "
               f"{result['steps_to_visit_every_reference_basin']}; raw jumps fell apart "
