@@ -12,8 +12,8 @@ a short walk of the peptide and prints the acceptance rate and the cost per step
 D dimensions (D/3 atoms, each a point mass noised at σ). Every direction then has the curvature 1/σ²
 that the exact noised density has along a direction in which the clean molecule does not move (a
 bond, an angle: there Cov[x | y] ≈ 0 and ∇²(−log p_Y) = (I − Cov[x | y]/σ²)/σ² ≈ 1/σ²), so it shows
-the acceptance that any accurate model's walk of a molecule with D such directions per chain
-reaches at most:
+the acceptance that an accurate model's walk of a molecule with D such directions per chain can
+expect (its soft directions add little energy error):
 
     python benchmarks/metropolis_acceptance.py --stiff-directions 3 15 30 45 --chains 1 8 --step-scales 1 0.75 0.5 0.25
 

@@ -156,16 +156,17 @@ def main():
     # every raw frame's CA centres on the D side, and how far: nearly planar ones are finished L
     quartets = ValidityChecker(raw_all.topology, frames[first]).chiral_quads[:, [1, 0, 2, 3]]
     improper = np.degrees(_dihedrals(raw_all.xyz.astype(np.float64), quartets)) if len(quartets) else np.zeros(0)
-    d_side = np.sort(improper[improper < 0])
+    d_side, l_side = np.sort(improper[improper < 0]), improper[improper > 0]
     out["raw_d_side_centres"] = {"centres": int(improper.size), "d_side": int(d_side.size),
                                  "nearly_planar": int((d_side >= -MIRRORED_IMPROPER_DEG).sum()),
                                  "improper_deg_min": float(d_side[0]) if d_side.size else None,
-                                 "l_improper_deg_median": float(np.median(improper[improper > 0]))}
-    print(f"  raw CA centres on the D side (all {raw_all.n_frames} frames): {d_side.size} of {improper.size}"
-          + (f", {out['raw_d_side_centres']['nearly_planar']} within {MIRRORED_IMPROPER_DEG:g}° of planar (finished L), "
-             f"the furthest {d_side[0]:.1f}°" if d_side.size else "")
-          + f"; L centres' median improper {out['raw_d_side_centres']['l_improper_deg_median']:.1f}°; "
-          f"finished L in these {len(frames)} frames: {int(result.planar_centres_finished.sum())}")
+                                 "l_improper_deg_median": float(np.median(l_side)) if l_side.size else None}
+    if improper.size:
+        print(f"  raw CA centres on the D side (all {raw_all.n_frames} frames): {d_side.size} of {improper.size}"
+              + (f", {out['raw_d_side_centres']['nearly_planar']} within {MIRRORED_IMPROPER_DEG:g}° of planar "
+                 f"(finished L), the furthest {d_side[0]:.1f}°" if d_side.size else "")
+              + (f"; L centres' median improper {np.median(l_side):.1f}°" if l_side.size else "")
+              + f"; finished L in these {len(frames)} frames: {int(result.planar_centres_finished.sum())}")
     run_record = os.path.join(args.samples, "run.json")
     if os.path.isfile(run_record):  # a sample run: what relaxing all of its frames adds to its wall time
         with open(run_record) as handle:

@@ -10,7 +10,7 @@ it can (AlphaFold's amber relaxation, batched):
    atoms (P's first two heavy neighbours, or its one neighbour and that neighbour's first other
    heavy neighbour). A parent with three heavy neighbours (an sp3 centre such as CA) is mirrored
    when the frame's centre is the template's mirror image, so a D residue gets D hydrogens instead
-   of a hydrogen pushed into its CB (a chiral CA: when it is finished D, step 3). This is per frame, in closed form: deterministic and
+   of a hydrogen pushed into its CB. This is per frame, in closed form: deterministic and
    independent of what else is in the batch.
 2. A System per batch of B frames: amber14 (``amber14-all.xml``) in vacuum, or with
    ``implicit="gbn2"`` the GBn2 solvent of the reference MD, no constraints; B non-interacting
@@ -47,8 +47,8 @@ it can (AlphaFold's amber relaxation, batched):
    most ``release_rounds`` rounds. A trans peptide bond bent past the ω tolerance (|ω| between 90° and 150°: a blurred
    amide plane, like a stretched bond) releases the atoms of its plane (α(i), C, O, N, α(i+1)) the same way. Chirality and cis
    peptide bonds (|ω| < 90°) release nothing: relaxation must not turn a mirrored residue into L
-   (or an L one into D) or flip an ω, it reports them. (A nearly planar centre is finished L:
-   ``MIRRORED_IMPROPER_DEG``.)
+   (or an L one into D) or flip an ω, it reports them. (A nearly planar CA on the D side is
+   finished L: ``MIRRORED_IMPROPER_DEG``.)
 
 Frames that cannot be relaxed are kept and marked: a non-finite input frame, or one whose
 minimisation fails, gets NaN positions, ``valid`` False and a reason. A frame too extended for the
@@ -86,17 +86,17 @@ DEFAULT_RESTRAINT_K = 10.0 * unit.kilocalorie_per_mole / unit.angstrom**2
 DEFAULT_TORSION_RESTRAINT_K = 300.0 * unit.kilojoule_per_mole / unit.radian**2
 #: Each chiral centre and each peptide bond the validity checks (X-Pro is not) keeps the side it has
 #: in the input, by a one-sided restraint k·max(0, c₀ − (a cos θ + b sin θ))² (kJ/mol) on its torsion θ:
-#: * a chiral CA's improper (CA, N, C, CB), about ±34° in a relaxed residue, stays at least
+#: * a chiral CA's improper (CA, N, C, CB), about ±34° in a relaxed residue (+ for L), stays at least
 #:   CHIRAL_IMPROPER_MIN_DEG on its side of 0 (a = 0, b = ±1). A blurred jump can have a
 #:   nearly planar CA that the force field would otherwise finish on either side
 #:   (tests/data/qw_jump_nearly_planar_ca.npz is one, from the card's QW walk). The side is the
 #:   input frame's, except that a centre on the D side by less than MIRRORED_IMPROPER_DEG, nearer
-#:   planar than a mirrored centre, is finished with the input structure's hand (L, the only hand
-#:   the models know): its CB and hydrogen are reflected through the N-CA-C plane before
-#:   minimisation, which moves them by twice their small height over it. In the card walks' jumps
-#:   every D-side centre is of that kind (0-21° below planar, where their L centres sit at about
-#:   +31°), the blur of an L centre rather than a mirrored one. ``RelaxResult.planar_centres_finished``
-#:   counts them.
+#:   planar than a mirrored centre, is finished L (the hand the validity checks and the only one
+#:   the models know): before minimisation its CA, with its hydrogen, is reflected through the
+#:   plane of N, C and CB, which keeps every bond length and moves CA by twice its height over
+#:   that plane, small for a nearly planar centre. In the default card's walks 56 of the 58 D-side
+#:   centres of the jumps are of that kind (the jumps' L centres sit at a median 30-35°): the blur
+#:   of an L centre rather than a mirrored one. ``RelaxResult.planar_centres_finished`` counts them.
 #: * ω of a peptide bond that is trans-side in the input (|ω| > 90°) is held at |ω| ≥
 #:   TRANS_OMEGA_MIN_DEG, 5° inside the validity's tolerance so that a minimised frame ends within
 #:   it (a = −1: a bent amide plane is straightened, never turned over), and a
@@ -105,7 +105,7 @@ DEFAULT_TORSION_RESTRAINT_K = 300.0 * unit.kilojoule_per_mole / unit.radian**2
 #:   of the jump over (tests/data/aa_jump_trans.npz, from the card's AA walk).
 #: It never turns a mirrored centre into L or a cis bond trans: those are the jump's, and reported.
 CHIRAL_IMPROPER_MIN_DEG = 20.0
-#: Half a relaxed centre's improper (amber14: 34°).
+#: Half a relaxed L centre's improper (amber14: about 34°).
 MIRRORED_IMPROPER_DEG = 17.0
 TRANS_OMEGA_MIN_DEG = 180.0 - OMEGA_TOLERANCE_DEG + 5.0
 CIS_OMEGA_MAX_DEG = 90.0
@@ -161,8 +161,8 @@ class RelaxResult:
     valid frame, else why not (failed checks, "non-finite input", "minimisation failed: ...");
     ``released_atoms`` [F] how many restraints the safeguard released; ``rms_force`` [F] the final
     RMS force (kJ/mol/nm) of each frame, restraints included; ``planar_centres_finished`` [F] how
-    many chiral centres the input frame had nearly planar on the other side from the input
-    structure's hand, which were finished with that hand (L; ``MIRRORED_IMPROPER_DEG``)."""
+    many chiral CAs the input frame had nearly planar on the D side, which were finished L
+    (``MIRRORED_IMPROPER_DEG``; 0 for a frame that could not be relaxed)."""
 
     positions: np.ndarray
     topology: app.Topology
@@ -330,13 +330,12 @@ class Relaxer:
         # centre, whose sign is its hand (L: +33°), then ω of each peptide bond
         impropers = np.asarray(self.checker.chiral_quads, dtype=np.int64).reshape(-1, 4)[:, [1, 0, 2, 3]]
         self._n_impropers = len(impropers)
-        self._template_hands = np.where(_dihedrals(template_xyz[None], impropers)[0] < 0, -1.0, 1.0)
-        substituents = {int(quartet[0]): [int(quartet[3])] for quartet in impropers}  # CA: its CB, then its H
+        moving = {int(quartet[0]): [int(quartet[0])] for quartet in impropers}  # a CA and its hydrogens
         for a, b in self.topology.bonds():
             for centre, other in ((a, b), (b, a)):
-                if centre.index in substituents and not is_heavy_atom(other):
-                    substituents[centre.index].append(other.index)
-        self._centre_substituents = [substituents[int(quartet[0])] for quartet in impropers]
+                if centre.index in moving and not is_heavy_atom(other):
+                    moving[centre.index].append(other.index)
+        self._centre_atoms = [moving[int(quartet[0])] for quartet in impropers]
         omegas = np.asarray(self.checker.omega_quads, dtype=np.int64).reshape(-1, 4)
         self._side_quartets = np.concatenate([impropers, omegas])
         # each checked peptide bond's plane: its ω atoms α(i), C(i), N(i+1), α(i+1) and the carbonyl O(i)
@@ -412,22 +411,22 @@ class Relaxer:
 
     def _turn_nearly_planar_centres(self, xyz: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Frames ``xyz`` [F, n_all, 3] (template order; hydrogens may be unset) with every chiral CA that
-        lies on the other side of planar from the input structure's hand, by less than
-        MIRRORED_IMPROPER_DEG, turned over: its CB and hydrogens reflected through its N-CA-C plane,
-        a move of twice their small height over it. Minimisation then starts on the hand the centre is
-        finished with. Returns the frames and [F] how many centres each had turned."""
+        lies on the D side of planar by less than MIRRORED_IMPROPER_DEG turned L: the CA and its
+        hydrogens reflected through the plane of its N, C and CB, which keeps their bond lengths and
+        moves the CA by twice its height over that plane. Minimisation then starts on the hand the
+        centre is finished with. Returns the frames and [F] how many centres each had turned."""
         if not self._n_impropers:
             return xyz, np.zeros(len(xyz), dtype=np.int64)
-        theta = _dihedrals(xyz, self._side_quartets[:self._n_impropers]) * self._template_hands
+        theta = _dihedrals(xyz, self._side_quartets[:self._n_impropers])
         turn = (theta < 0) & (theta >= -math.radians(MIRRORED_IMPROPER_DEG))
         out = xyz.copy()
         for column in np.nonzero(turn.any(axis=0))[0]:
-            ca, n, c, _ = self._side_quartets[column]
+            _, n, c, cb = self._side_quartets[column]
             frames = turn[:, column]
-            normal = np.cross(out[frames, n] - out[frames, ca], out[frames, c] - out[frames, ca])
+            normal = np.cross(out[frames, c] - out[frames, n], out[frames, cb] - out[frames, n])
             normal /= np.linalg.norm(normal, axis=-1, keepdims=True)
-            for atom in self._centre_substituents[column]:
-                height = np.sum((out[frames, atom] - out[frames, ca]) * normal, axis=-1, keepdims=True)
+            for atom in self._centre_atoms[column]:
+                height = np.sum((out[frames, atom] - out[frames, n]) * normal, axis=-1, keepdims=True)
                 out[frames, atom] -= 2.0 * height * normal
         return out, turn.sum(axis=1)
 
@@ -730,6 +729,7 @@ class Relaxer:
         for k in range(count):
             if failures[k] is not None:
                 positions[k] = np.nan
+                planar[k] = 0
         validity = self.checker(positions)
         reasons = failure_reasons(validity)
         for k in range(count):
@@ -768,6 +768,7 @@ def relaxation_method(implicit: str | None = None, restraint_k: float = DEFAULT_
             "restrained_torsions": list(TORSION_KINDS),
             "side_restraint": {"k_kj_per_mol": SIDE_RESTRAINT_K, "chiral_improper_min_deg": CHIRAL_IMPROPER_MIN_DEG,
                                "mirrored_improper_deg": MIRRORED_IMPROPER_DEG,
+                               "nearly_planar_centre_turned": "CA reflected through its N, C, CB plane",
                                "trans_omega_min_deg": TRANS_OMEGA_MIN_DEG, "cis_omega_max_deg": CIS_OMEGA_MAX_DEG},
             "tolerance_kj_per_mol_nm": to_plain(tolerance, unit.kilojoule_per_mole / unit.nanometer, "tolerance"),
             "max_iterations": int(max_iterations), "release_rounds": int(release_rounds),

@@ -103,32 +103,49 @@ def test_mirrored_frame_stays_d_and_is_reported(aa, relaxer):
                                    relaxer._template_xyz[atoms[(r, "HA")]] * np.array([-1.0, 1.0, 1.0]), atol=1e-9)
 
 
-def test_a_nearly_planar_d_side_centre_is_finished_l_and_counted(aa, relaxer):
-    """ALA2's CB pushed through the N-CA-C plane: a few degrees past planar (a blurred L centre, as the
-    jumps have them) is finished L, with its HA opposite the CB, and counted; as far as a mirrored
-    centre, it stays D and is reported."""
-    _, _, heavy_topology, heavy_xyz = aa
+def push_cb_through_plane(heavy_xyz, index, residue, past_planar):
+    """``heavy_xyz`` with ``residue``'s CB moved through its N-CA-C plane to ``past_planar`` times its
+    clean height on the other side (0 < past_planar < 1: a blurred centre on the D side)."""
+    frame = heavy_xyz.copy()
+    n, ca, c, cb = (frame[index[(residue, name)]] for name in ("N", "CA", "C", "CB"))
+    normal = np.cross(n - ca, c - ca) / np.linalg.norm(np.cross(n - ca, c - ca))
+    frame[index[(residue, "CB")]] = cb - (1 + past_planar) * ((cb - ca) @ normal) * normal
+    return frame
+
+
+@pytest.mark.parametrize("sequence", ["AA", "LA"])
+def test_a_nearly_planar_d_side_centre_is_finished_l_and_counted(sequence):
+    """Residue 1's CB pushed through the N-CA-C plane: a few degrees past planar (a blurred L centre,
+    as the jumps have them) is finished L, with its HA opposite the CB, its side chain's bonds whole,
+    and counted, also from all-atom input and with a Relaxer built on such a frame; as far as a
+    mirrored centre, it stays D and is reported."""
+    topology, positions = build_peptide(sequence)
+    xyz = np.asarray(positions.value_in_unit(unit.nanometer))
+    heavy = heavy_atom_indices(topology)
+    heavy_topology, heavy_xyz = subset_topology(topology, heavy), xyz[heavy]
     index = heavy_index(heavy_topology)
-    frames = []
-    for past_planar in (0.25, 0.9):  # CB's height over the plane, as a fraction of its clean height, on the other side
-        frame = heavy_xyz.copy()
-        n, ca, c, cb = (frame[index[(1, name)]] for name in ("N", "CA", "C", "CB"))
-        normal = np.cross(n - ca, c - ca) / np.linalg.norm(np.cross(n - ca, c - ca))
-        frame[index[(1, "CB")]] = cb - (1 + past_planar) * ((cb - ca) @ normal) * normal
-        frames.append(frame)
-    frames = np.array(frames)
+    frames = np.array([push_cb_through_plane(heavy_xyz, index, 1, f) for f in (0.25, 0.9)])
     quartet = np.array([[index[(1, name)] for name in ("CA", "N", "C", "CB")]])
     improper = np.degrees(_dihedrals(frames, quartet))[:, 0]
-    assert -17.0 < improper[0] < 0.0 and improper[1] < -25.0
+    assert -17.0 < improper[0] < -3.0 and improper[1] < -25.0
+    relaxer = Relaxer(heavy_topology, frames[0], batch_size=8)  # built on the blurred frame itself
     result = relaxer.relax(frames)
     d, labels = d_amino_acids(result.positions, result.topology)
-    assert labels == ["ALA2", "ALA3"]
+    assert len(labels) == 2 and labels[0].endswith("2")
     assert result.valid[0] and not d[0].any() and result.planar_centres_finished.tolist() == [1, 0]
     assert d[1].tolist() == [True, False] and result.reasons[1] == "chirality"
     atoms = {(a.residue.index, a.name): a.index for a in result.topology.atoms()}
     n, ca, c, cb, ha = (result.positions[0, atoms[(1, name)]] for name in ("N", "CA", "C", "CB", "HA"))
     normal = np.cross(n - ca, c - ca)
     assert np.sign((cb - ca) @ normal) == -np.sign((ha - ca) @ normal)
+    assert result.rms_shift_nm[0] < 0.03  # a turn of the CA, not a rebuilt residue
+    # all-atom input (the hydrogens of the clean structure, the CB pushed as above): the same
+    all_atom = xyz.copy()
+    all_atom[heavy] = frames[0]
+    all_atom_relaxer = Relaxer(topology, xyz, batch_size=8)
+    again = all_atom_relaxer.relax(all_atom[None])
+    assert again.valid[0] and again.planar_centres_finished.tolist() == [1]
+    assert not d_amino_acids(again.positions, again.topology)[0].any()
 
 
 def test_safeguard_releases_restraints_that_hold_a_frame_invalid(aa):
