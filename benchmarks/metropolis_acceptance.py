@@ -36,7 +36,7 @@ def stiff_walk(directions: int, chains: int, integrator):
     means = np.zeros((1, atoms, 3))
     means[0, :, 0] = 2.0 * np.arange(atoms)  # far apart: nothing couples them
     denoiser = gaussian_mixture_denoiser(means, widths=[0.0], weights=[1.0])
-    return create_walk_simulation(gaussian_topology(atoms), means[0] * 1.0, denoiser, seed=0, integrator=integrator)
+    return create_walk_simulation(gaussian_topology(atoms), means[0], denoiser, seed=0, integrator=integrator)
 
 
 def main():

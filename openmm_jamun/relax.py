@@ -172,7 +172,7 @@ class RelaxResult:
     reasons: list
     released_atoms: np.ndarray
     rms_force: np.ndarray
-    planar_centres_finished: np.ndarray | None = None
+    planar_centres_finished: np.ndarray
     settings: dict = field(default_factory=dict)
 
     @property
@@ -485,9 +485,16 @@ class Relaxer:
     def place_hydrogens(self, heavy_xyz: np.ndarray) -> np.ndarray:
         """All-atom frames [F, n_all, 3] (nm) from heavy-atom frames [F, n_heavy, 3] in the input's
         heavy-atom order: heavy atoms as given, hydrogens carried from the template (module docstring)."""
-        heavy_xyz = np.asarray(heavy_xyz, dtype=np.float64)
+        return self._add_hydrogens(self._heavy_in_template_order(heavy_xyz))
+
+    def _heavy_in_template_order(self, heavy_xyz: np.ndarray) -> np.ndarray:
+        """[F, n_all, 3] frames with the heavy atoms of ``heavy_xyz`` (input order) in place, hydrogens at 0."""
         out = np.zeros((len(heavy_xyz), self.n_atoms, 3))
-        out[:, self.heavy_atom_indices] = heavy_xyz
+        out[:, self.heavy_atom_indices] = np.asarray(heavy_xyz, dtype=np.float64)
+        return out
+
+    def _add_hydrogens(self, out: np.ndarray) -> np.ndarray:
+        """``out`` [F, n_all, 3] (template order) with its hydrogens placed from its heavy atoms, in place."""
         for parent, a, b, c, hydrogen_indices, local, handed in self._hydrogen_plan:
             axes = self._local_axes(out, parent, a, b)
             coefficients = np.broadcast_to(local, (len(out),) + local.shape).copy()
@@ -675,13 +682,10 @@ class Relaxer:
 
         todo = np.nonzero(finite)[0]
         if len(todo):
+            start, planar[todo] = self._turn_nearly_planar_centres(
+                self._heavy_in_template_order(heavy[todo]) if given_all_atoms is None else given_all_atoms[todo])
             if given_all_atoms is None:
-                placed = np.zeros((len(todo), self.n_atoms, 3))
-                placed[:, self.heavy_atom_indices] = heavy[todo]
-                placed, planar[todo] = self._turn_nearly_planar_centres(placed)
-                start = self.place_hydrogens(placed[:, self.heavy_atom_indices])
-            else:
-                start, planar[todo] = self._turn_nearly_planar_centres(given_all_atoms[todo])
+                self._add_hydrogens(start)
             anchors = start.copy()  # the restraints hold the frame with its nearly planar centres turned
             # frames too extended for the batch's cutoff are relaxed alone (NoCutoff)
             extent = _largest_extent(start)

@@ -160,7 +160,7 @@ def _summary(batches: list, chains: int) -> dict:
             for check in CHECKS:
                 total["failing"][check] += part["failing"][check]
         shift += batch["rms_shift_sum_nm"]
-        planar += batch.get("planar_centres_finished", 0)
+        planar += batch["planar_centres_finished"]
         for reason, count in batch["invalid_reasons"].items():
             reasons[reason] = reasons.get(reason, 0) + count
     return {"frames": raw["frames"] // chains, "raw": _fractions(raw), "relaxed": _fractions(relaxed),
