@@ -3,9 +3,10 @@
 Reads examples/capped_2aa_data.json (peptide -> split, ns, seed, equilibration) and runs `run_md`
 for each into datasets/capped_2aa/<SEQ>/ (heavy-atom XTC, all-atom topology and checkpoint), resuming
 any run that was interrupted, and keeps datasets/capped_2aa/manifest.json (frames and a SHA-256 of
-each trajectory) up to date. The training configs read that directory, which is committed. On one CPU thread a capped
-dipeptide runs at ~250 ns/day, so the training + validation set (158 + 3 peptides, ~100 ns) takes
-~9 h (run several with --threads 1 side by side) and each 10-ns test reference ~1 h. Then two runs:
+each trajectory) up to date. The training configs read that directory, which is committed. On one CPU
+thread a capped dipeptide runs at 250-650 ns/day, depending on the machine (the progress bar shows
+ps/s), so the training + validation set (158 + 3 peptides, ~100 ns) takes 4-9 h of one thread (run
+several with --threads 1 side by side) and each 10-ns test reference 0.4-1 h. Then two runs:
 
     python examples/make_capped_2aa_data.py [--splits val train]   # default: val and train
     torchrun --nproc_per_node 2 -m openmm_jamun.cli train examples/train_capped_2aa.json     # stage 1: 63 peptides, from scratch
