@@ -26,7 +26,7 @@ from openmm_jamun.data.dataset import FrameSampler, load_peptide
 from openmm_jamun.model.export import load_checkpoint
 from openmm_jamun.model.registry import resolve_model
 from openmm_jamun.train import TrainConfig
-from openmm_jamun.train.trainer import _generator, denoising_loss
+from openmm_jamun.train.trainer import _generator, training_step
 
 
 def main():
@@ -57,12 +57,8 @@ def main():
     for step in range(args.warmup + args.steps):
         for kind, denoiser in models.items():
             start = time.perf_counter()
-            loss = denoising_loss(denoiser, samplers[kind].sample(batch), denoiser.sigma, denoiser.c_out,
-                                  _generator(config.seed, 0, step, 1), config.align, config.stretch_fraction,
-                                  config.stretch_nm, config.flip_fraction, config.twist_fraction).mean()
-            optimizers[kind].zero_grad(set_to_none=True)
-            loss.backward()
-            optimizers[kind].step()
+            training_step(denoiser, optimizers[kind], samplers[kind].sample(batch), config, denoiser.c_out,
+                          _generator(config.seed, 0, step, 1))
             if step >= args.warmup:
                 times[kind].append(time.perf_counter() - start)
     median = {kind: statistics.median(values) for kind, values in times.items()}

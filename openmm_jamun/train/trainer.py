@@ -290,6 +290,22 @@ def denoising_loss(model, batch: GraphBatch, sigma: float, c_out: float, generat
     return _segment_mean(per_atom, batch.graph_index, batch.num_graphs) / c_out**2
 
 
+def training_step(model, optimizer: torch.optim.Optimizer, batch: GraphBatch, config: TrainConfig, c_out: float,
+                  generator: torch.Generator, lr: float | None = None) -> float:
+    """One optimizer step on ``batch``: the config's denoising loss (with its off-manifold examples),
+    backpropagated (twice for an energy model, whose jump is itself a gradient), then the optimizer's
+    step at ``lr`` (unchanged if None). Returns the batch's mean loss."""
+    loss = denoising_loss(model, batch, config.sigma, c_out, generator, config.align, config.stretch_fraction,
+                          config.stretch_nm, config.flip_fraction, config.twist_fraction).mean()
+    optimizer.zero_grad(set_to_none=True)
+    if lr is not None:
+        for group in optimizer.param_groups:
+            group["lr"] = lr
+    loss.backward()
+    optimizer.step()
+    return loss.item()
+
+
 def _generator(seed: int, rank: int, step: int, stream: int) -> torch.Generator:
     # modulo 2**63: manual_seed takes a signed 64-bit integer (smaller values are unchanged)
     return torch.Generator().manual_seed((((seed * 1_000_003 + rank) * 1_000_003 + step) * 4 + stream) % 2**63)
@@ -450,19 +466,12 @@ def train(config: TrainConfig, progress: bool = True) -> dict:
         for step in range(start_step + 1, config.max_steps + 1):
             sampler.generator = _generator(config.seed, rank, step, 0)
             batch = sampler.sample(per_rank_batch).to(config.device)
-            loss = denoising_loss(model, batch, config.sigma, denoiser.c_out, _generator(config.seed, rank, step, 1),
-                                  config.align, config.stretch_fraction, config.stretch_nm,
-                                  config.flip_fraction, config.twist_fraction).mean()
-            optimizer.zero_grad(set_to_none=True)
-            for group in optimizer.param_groups:
-                group["lr"] = learning_rate(config, step)
-            loss.backward()
-            optimizer.step()
+            loss_value = training_step(model, optimizer, batch, config, denoiser.c_out,
+                                       _generator(config.seed, rank, step, 1), learning_rate(config, step))
             if averaged is not None:
                 with torch.no_grad():
                     for mean, weight in zip(averaged.parameters(), denoiser.parameters()):
                         mean.lerp_(weight, 1.0 - config.ema_decay)
-            loss_value = loss.item()
             bar.update(1)
             bar.set_postfix(loss=f"{loss_value:.3f}")
             entry = None
