@@ -3,7 +3,7 @@
 #   1. the exactness and moment tests on OpenMM's CUDA platform, both force backends;
 #   2. benchmarks/walk_throughput.py on CUDA for K = 1 ... 1024 chains.
 # On a machine without a registry, carry cp312 wheels of openmm, openmm-cuda-13,
-# acellera-openmmtorch-cu13 and mdtraj in .whl/ (see README, "GPU").
+# acellera-openmmtorch-cu13 and mdtraj in .whl/ (pip download them where a registry is reachable).
 set -u
 if ls .whl/*.whl >/dev/null 2>&1; then
   python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl || exit 1

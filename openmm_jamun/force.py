@@ -3,8 +3,8 @@
 F(y) = kT · clip(s(y)),  s(y) = (x̂(y) − y) / σ²   (kJ/mol/nm)
 
 where x̂ is a TorchScript denoiser and clip limits each atom's score vector to
-a norm of at most ``score_clip`` (100 nm⁻¹ by default, as the published
-sampler does). The score needs one forward pass of the denoiser and no
+a norm of at most ``score_clip`` (100 nm⁻¹ by default, for every kind of model,
+as the published sampler does). The score needs one forward pass of the denoiser and no
 backward pass, so the module hands OpenMM forces directly.
 
 Energy: a direct denoiser's score need not be the gradient of anything, so
@@ -16,9 +16,15 @@ depends on this energy when the integrator is a plain :class:`JamunIntegrator`.
 An energy-parametrised denoiser (``DenoiserInfo.has_energy``: its module has
 ``energy(positions) -> E`` in kT) reports U = kT·E_θ(y) and the forces
 −∇U = kT·s(y), both from one forward and one backward pass
-(:class:`EnergyForceModule`). Its score is not clipped by default: a clip
-would make the forces differ from −∇U. The Metropolis walk
-(``JamunIntegrator(metropolis=True)``) needs such a force.
+(:class:`EnergyForceModule`). The forces are −∇U wherever no atom's score
+exceeds the clip, which near the noised data is nearly everywhere. Far from
+the data a learned energy is rough: its curvature there can exceed what a
+step of δ = σ integrates stably (4M/δ², 2,500 nm⁻² at M = 1), and one unclipped kick can
+throw a chain apart for good. The clip bounds every kick, as it does for a
+direct model. It does not cost the Metropolis walk its
+exactness: velocity Verlet is volume-preserving and reversible for any force
+that depends on positions alone, and acceptance is on U, which is never
+clipped. ``score_clip=None`` gives forces that are −∇U everywhere.
 
 Two backends compute the same module:
 
@@ -116,7 +122,7 @@ class EnergyForceModule(ScoreForceModule):
     """TorchScript module mapping positions (nm) to (U = kT·E_θ(y), forces = −∇U = kT·s(y)).
 
     One forward and one backward pass of ``denoiser.energy``. With ``score_clip`` > 0 the forces
-    are kT·clip(−∇E) (then not −∇U); the energy is never clipped."""
+    are kT·clip(−∇E), −∇U wherever the clip does not act; the energy is never clipped."""
 
     def __init__(self, denoiser: torch.jit.ScriptModule, sigma: float, kT: float, score_clip: float):
         super().__init__(denoiser, sigma, kT, score_clip)
@@ -140,7 +146,7 @@ class EnergyForceModule(ScoreForceModule):
         return (self.kT * energy.to(torch.float64)).to(positions.dtype).reshape(()), forces
 
 
-#: The per-atom score clip of direct denoisers, as the published sampler has it.
+#: The per-atom score clip, as the published sampler has it.
 DEFAULT_SCORE_CLIP = 100 / unit.nanometer
 
 
@@ -149,14 +155,14 @@ def build_score_module(denoiser, sigma=None, temperature=300 * unit.kelvin, scor
 
     The module is a :class:`ScoreForceModule` (energy 0) for a direct denoiser and an
     :class:`EnergyForceModule` (energy kT·E) for one with an energy. ``score_clip="auto"`` clips
-    direct scores at :data:`DEFAULT_SCORE_CLIP` and leaves energy models unclipped."""
+    every model's score at :data:`DEFAULT_SCORE_CLIP`."""
     module, info = load_denoiser(denoiser)
     denoiser_sigma_nm(sigma, info.sigma)
     kT = kT_kj_per_mol(temperature_kelvin(temperature))
     if isinstance(score_clip, str):
         if score_clip != "auto":
             raise ValueError(f"score_clip must be an inverse length, None or 'auto'; got {score_clip!r}")
-        score_clip = None if info.has_energy else DEFAULT_SCORE_CLIP
+        score_clip = DEFAULT_SCORE_CLIP
     clip = inverse_length_per_nm(score_clip, "score_clip") if score_clip is not None else 0.0
     if clip < 0:
         raise ValueError(f"score_clip must be >= 0 (0 or None disables clipping); got {clip}")
@@ -205,8 +211,8 @@ if _openmmtorch is not None:
         temperature : temperature
             Sets kT, the unit of the force (it cancels in the walk's statistics).
         score_clip : inverse length, None or "auto"
-            Per-atom cap on the norm of the score (nm⁻¹); None disables it. "auto": 100 nm⁻¹ for a
-            direct denoiser, none for an energy model (whose forces are then exactly −∇U).
+            Per-atom cap on the norm of the score (nm⁻¹); None disables it (an energy model's forces
+            are then −∇U everywhere). "auto": 100 nm⁻¹, for every kind of model.
         """
 
         def __init__(self, denoiser, sigma=None, temperature=300 * unit.kelvin, score_clip="auto"):

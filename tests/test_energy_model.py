@@ -230,7 +230,7 @@ def test_force_reports_kT_energy_and_minus_its_gradient(which, backend, dipeptid
     else:
         denoiser, (topology, _, x0) = energy_model, dipeptide
     noised = oj.create_noised_system(topology, x0, denoiser, seed=4)
-    force = oj.make_jamun_force(denoiser, backend=backend, temperature=350 * unit.kelvin)
+    force = oj.make_jamun_force(denoiser, backend=backend, temperature=350 * unit.kelvin, score_clip=None)
     assert force.has_energy
     noised.system.addForce(force)
     y = noised.positions.value_in_unit(unit.nanometer)
@@ -258,21 +258,24 @@ def test_direct_force_keeps_reporting_zero_energy(gaussian10, backend):
     assert energy == 0.0
 
 
-def test_energy_models_are_not_clipped_by_default():
-    """"auto" clips a direct score at 100/nm and leaves an energy model's forces = −∇U; an explicit
-    clip still applies to either."""
+def test_energy_models_are_clipped_by_default_and_unclipped_on_request():
+    """"auto" caps every model's score at 100/nm, an energy model's too (one unclipped kick where a
+    learned energy is steep can throw a chain apart); None leaves an energy model's forces = −∇U
+    everywhere; the energy itself is never clipped."""
     denoiser, topology, x0, _ = oj.mixture_example(1)
     far = np.array([[3.0, 0.0, 0.0]])  # 2.75 nm from the wide mode: |∇E| ≈ 237 /nm
     grad_norm = float(gradient(denoiser.energy, torch.tensor(far, dtype=torch.float32)).norm())
+    energy = float(denoiser.energy(torch.tensor(far, dtype=torch.float32)))
     assert grad_norm > 200
-    for clip, expected in (("auto", grad_norm), (5 / unit.nanometer, 5.0)):
+    for clip, expected in (("auto", 100.0), (None, grad_norm), (5 / unit.nanometer, 5.0)):
         force = oj.JamunPythonForce(denoiser, score_clip=clip)
         system = openmm.System()
         system.addParticle(1.0)
         system.addForce(force)
-        _, forces = _energy_and_forces(system, far, "Reference")
+        reported, forces = _energy_and_forces(system, far, "Reference")
         kT = force.kT.value_in_unit(unit.kilojoule_per_mole)
         assert np.linalg.norm(forces) / kT == pytest.approx(expected, rel=1e-5)
+        assert reported / kT == pytest.approx(energy, rel=1e-5)
 
 
 def _train_config(md_root, out, **kw):
