@@ -311,14 +311,16 @@ def _generator(seed: int, rank: int, step: int, stream: int) -> torch.Generator:
     return torch.Generator().manual_seed((((seed * 1_000_003 + rank) * 1_000_003 + step) * 4 + stream) % 2**63)
 
 
-def _distributed():
+def _distributed() -> tuple[int, int, bool]:
+    """(rank, world size, whether this call started the process group, which the caller then ends)."""
     if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
-        return 0, 1
+        return 0, 1, False
     import torch.distributed as dist
 
-    if not dist.is_initialized():
+    started = not dist.is_initialized()
+    if started:
         dist.init_process_group("gloo")
-    return dist.get_rank(), dist.get_world_size()
+    return dist.get_rank(), dist.get_world_size(), started
 
 
 def validation_loss(denoiser: Denoiser, peptides, config: TrainConfig) -> float:
@@ -392,7 +394,7 @@ def train(config: TrainConfig, progress: bool = True) -> dict:
     """Train (or resume) into ``config.out``; returns a summary of the run."""
     from tqdm import tqdm
 
-    rank, world = _distributed()
+    rank, world, started_group = _distributed()
     if config.threads:
         torch.set_num_threads(int(config.threads))
     os.makedirs(config.out, exist_ok=True)
@@ -507,4 +509,6 @@ def train(config: TrainConfig, progress: bool = True) -> dict:
         import torch.distributed as dist
 
         dist.barrier()
+        if started_group:  # a group left to the interpreter's exit can abort a rank as gloo's threads die
+            dist.destroy_process_group()
     return summary
