@@ -50,6 +50,8 @@ def main():
     models, optimizers, samplers, times = {}, {}, {}, {}
     for kind, model in (("direct", args.direct), ("energy", args.energy)):
         denoiser, _ = load_checkpoint(resolve_model(model), averaged=True, parametrization=kind)
+        if abs(denoiser.sigma - config.sigma) > 1e-9:
+            raise SystemExit(f"error: {model} is for σ = {denoiser.sigma} nm, {args.config} trains σ = {config.sigma} nm")
         models[kind] = denoiser.train().requires_grad_(True)
         optimizers[kind] = torch.optim.Adam(denoiser.parameters(), lr=config.lr)
         samplers[kind] = FrameSampler(peptides, seed=0, balance=config.balance)  # the same frames for both

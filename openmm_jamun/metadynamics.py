@@ -78,7 +78,7 @@ DEPOSIT_INTERVAL = 100
 DIRECT_DENOISER_WARNING = (
     "metadynamics on a direct (non-energy) denoiser: the walk's stationary law is not exp(-U), so "
     "the reweighted populations are approximate; an energy-parametrised model makes them exact up "
-    "to the integrator's step error")
+    "to the integrator's step error and the score clip")
 
 
 def parse_torsions(spec: str) -> list[tuple[str, int]]:

@@ -293,8 +293,9 @@ def denoising_loss(model, batch: GraphBatch, sigma: float, c_out: float, generat
 def training_step(model, optimizer: torch.optim.Optimizer, batch: GraphBatch, config: TrainConfig, c_out: float,
                   generator: torch.Generator, lr: float | None = None) -> float:
     """One optimizer step on ``batch``: the config's denoising loss (with its off-manifold examples),
-    backpropagated (twice for an energy model, whose jump is itself a gradient), then the optimizer's
-    step at ``lr`` (unchanged if None). Returns the batch's mean loss."""
+    backpropagated (through a gradient for an energy model, whose jump is y − σ²∇E: double
+    backpropagation), then the optimizer's step at ``lr`` (unchanged if None). Returns the batch's
+    mean loss."""
     loss = denoising_loss(model, batch, config.sigma, c_out, generator, config.align, config.stretch_fraction,
                           config.stretch_nm, config.flip_fraction, config.twist_fraction).mean()
     optimizer.zero_grad(set_to_none=True)
