@@ -393,9 +393,24 @@ def _check_resume(config: TrainConfig, record: dict, network: Denoiser, world: i
 
 def train(config: TrainConfig, progress: bool = True) -> dict:
     """Train (or resume) into ``config.out``; returns a summary of the run."""
+    rank, world, started_group = _distributed()
+    try:
+        summary = _train(config, progress, rank, world)
+        if world > 1:
+            import torch.distributed as dist
+
+            dist.barrier()
+        return summary
+    finally:
+        if started_group:  # a group left to the interpreter's exit can abort a rank as gloo's threads die
+            import torch.distributed as dist
+
+            dist.destroy_process_group()
+
+
+def _train(config: TrainConfig, progress: bool, rank: int, world: int) -> dict:
     from tqdm import tqdm
 
-    rank, world, started_group = _distributed()
     if config.threads:
         torch.set_num_threads(int(config.threads))
     os.makedirs(config.out, exist_ok=True)
@@ -506,10 +521,4 @@ def train(config: TrainConfig, progress: bool = True) -> dict:
             log.close()
     summary.update({"steps": step, "last_loss": loss_value, "best_val_loss": best if math.isfinite(best) else None,
                     "wall_time_s": round(wall_before + time.time() - start, 1)})
-    if world > 1:
-        import torch.distributed as dist
-
-        dist.barrier()
-        if started_group:  # a group left to the interpreter's exit can abort a rank as gloo's threads die
-            dist.destroy_process_group()
     return summary
