@@ -393,18 +393,16 @@ def _check_resume(config: TrainConfig, record: dict, network: Denoiser, world: i
 
 def train(config: TrainConfig, progress: bool = True) -> dict:
     """Train (or resume) into ``config.out``; returns a summary of the run."""
+    import torch.distributed as dist
+
     rank, world, started_group = _distributed()
     try:
         summary = _train(config, progress, rank, world)
         if world > 1:
-            import torch.distributed as dist
-
             dist.barrier()
         return summary
     finally:
         if started_group:  # a group left to the interpreter's exit can abort a rank as gloo's threads die
-            import torch.distributed as dist
-
             dist.destroy_process_group()
 
 
